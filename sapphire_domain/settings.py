@@ -76,9 +76,20 @@ class ReplaySettings(_Frozen):
         return value
 
 
+class QualitySettings(_Frozen):
+    """Data-quality tolerances.
+
+    max_gap_bars: the longest run of missing candles that passes without a warning. Gaps are
+    always reported and never filled.
+    """
+
+    max_gap_bars: int = Field(default=12, ge=0)
+
+
 class Settings(_Frozen):
     universe: UniverseSettings
     replay: ReplaySettings = ReplaySettings()
+    quality: QualitySettings = QualitySettings()
 
 
 def parse_settings(raw: Any, source: str) -> Settings:

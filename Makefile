@@ -1,0 +1,43 @@
+# The two commands of the README. Both set up everything they need on a fresh Debian machine
+# with Python 3.11: uv (from PyPI, into .tools/) and the locked dependencies (into .venv/).
+SHELL := /bin/bash
+UV := .tools/bin/uv
+UV_RUN := $(UV) run --frozen
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
+export DAGSTER_HOME := $(CURDIR)/var/dagster_home
+
+.PHONY: run test lint typecheck check bench sync clean
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==0.13.8
+
+.venv/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --extra production
+	touch $@
+
+sync: .venv/.synced
+
+run: sync ## the platform on its embedded default: Dagster UI and daemon on http://127.0.0.1:3000
+	$(UV_RUN) sapphire run
+
+test: sync ## the whole test suite
+	$(UV_RUN) pytest -n 2 --dist loadfile
+
+lint: sync
+	$(UV_RUN) ruff check .
+	$(UV_RUN) ruff format --check .
+
+typecheck: sync
+	$(UV_RUN) mypy .
+
+check: lint typecheck
+	DAGSTER_HOME=$(DAGSTER_HOME) $(UV_RUN) python -c "from sapphire_cli.main import dagster_home; dagster_home()"
+	$(UV_RUN) dagster definitions validate -w workspace.yaml
+
+bench: sync
+	$(UV_RUN) python bench/bench_features.py
+
+clean:
+	rm -rf .venv .tools var

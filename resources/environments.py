@@ -1,0 +1,67 @@
+"""One switch, ``SAPPHIRE_ENV``, selects the set of resources; asset code never asks which.
+
+``local`` (the embedded default): the exchange named in the configuration (the replay exchange
+by default) and the Parquet warehouse that DuckDB queries. ``production``: the same exchange with
+credentials from the environment, and BigQuery.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from resources.market_data import MarketDataResource
+from sapphire_domain.errors import ConfigError
+from sapphire_domain.settings import PROJECT_ROOT, Settings
+
+LOCAL = "local"
+PRODUCTION = "production"
+ENVIRONMENTS = (LOCAL, PRODUCTION)
+
+
+def current_environment() -> str:
+    environment = os.environ.get("SAPPHIRE_ENV", LOCAL)
+    if environment not in ENVIRONMENTS:
+        raise ConfigError(
+            f"SAPPHIRE_ENV={environment!r} is not one of {', '.join(ENVIRONMENTS)}"
+        )
+    return environment
+
+
+def state_dir() -> Path:
+    """Where the embedded default keeps its state: the warehouse, caches and the replay clock."""
+    return Path(os.environ.get("SAPPHIRE_STATE_DIR", PROJECT_ROOT / "var"))
+
+
+def resources_for(environment: str, settings: Settings, state: Path | None = None) -> dict[str, Any]:
+    from resources.warehouse import BigQueryWarehouseIOManager, LocalWarehouseIOManager
+
+    state = state or state_dir()
+    exchange = settings.universe.exchange
+    if environment == LOCAL:
+        return {
+            "market_data": MarketDataResource(
+                exchange=exchange,
+                replay_clock_file=str(state / "replay_clock.json"),
+                download_cache_dir=str(state / "download_cache"),
+            ),
+            "io_manager": LocalWarehouseIOManager(root=str(state / "warehouse")),
+        }
+    if environment == PRODUCTION:
+        return {
+            "market_data": MarketDataResource(
+                exchange=exchange,
+                api_key=dg.EnvVar("EXCHANGE_API_KEY"),
+                secret=dg.EnvVar("EXCHANGE_SECRET"),
+                password=dg.EnvVar("EXCHANGE_PASSWORD"),
+                download_cache_dir=str(state / "download_cache"),
+            ),
+            "io_manager": BigQueryWarehouseIOManager(
+                project=dg.EnvVar("GCP_PROJECT"),
+                dataset=dg.EnvVar("BIGQUERY_DATASET"),
+            ),
+        }
+    raise ConfigError(f"unknown environment {environment!r}: use one of {', '.join(ENVIRONMENTS)}")

@@ -1,0 +1,26 @@
+"""The Sapphire code location: one ``Definitions`` object built from the configuration file."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from resources.environments import current_environment, resources_for
+from sapphire_assets.features.assets import build_feature_assets
+from sapphire_assets.market_data.assets import build_market_data_assets
+from sapphire_assets.market_data.checks import build_candle_checks
+from sapphire_domain.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings, environment: str) -> dg.Definitions:
+    candles, trades, funding_rates = build_market_data_assets(settings)
+    features, feature_checks = build_feature_assets(settings, candles, trades, funding_rates)
+    return dg.Definitions(
+        assets=[candles, trades, funding_rates, features],
+        asset_checks=[*build_candle_checks(candles, settings), *feature_checks],
+        resources=resources_for(environment, settings),
+    )
+
+
+defs = build_definitions(load_settings(os.environ.get("SAPPHIRE_CONFIG")), current_environment())

@@ -1,0 +1,182 @@
+"""Market data assets: candles, public trades and funding rates, one UTC day per partition."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import dagster as dg
+import polars as pl
+
+from resources.market_data import MarketDataResource
+from sapphire_assets.metadata import table
+from sapphire_assets.partitions import time_partitions, window_ms
+from sapphire_domain.candles import empty_candles, gap_reports
+from sapphire_domain.errors import SapphireError
+from sapphire_domain.market_schemas import empty_funding, empty_trades
+from sapphire_domain.settings import Settings
+from sapphire_market.source import MarketDataSource
+
+GROUP = "market_data"
+PARTITION_COLUMN = {"partition_expr": "ts"}
+# Network trouble that outlasts the client's own retries gets a second chance at run level; the
+# download cache makes that retry fetch only what is still missing.
+DOWNLOAD_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
+
+
+def _require_universe(source: MarketDataSource, symbols: tuple[str, ...]) -> None:
+    """Fail before anything is fetched or written when a configured symbol does not exist."""
+    listed = set(source.list_symbols())
+    unknown = [s for s in symbols if s not in listed]
+    if unknown:
+        raise dg.Failure(
+            description=(
+                f"unknown symbol(s) {', '.join(unknown)} on exchange {source.name!r}: fix "
+                "universe.symbols in the configuration"
+            ),
+            allow_retries=False,
+        )
+
+
+def _per_symbol(
+    context: dg.AssetExecutionContext,
+    symbols: tuple[str, ...],
+    what: str,
+    fetch: Callable[[str], pl.DataFrame | None],
+) -> list[pl.DataFrame]:
+    """Fetch every symbol; if any fail, fail the step naming each one, having written nothing."""
+    frames, failures = [], {}
+    for index, symbol in enumerate(symbols, start=1):
+        try:
+            frame = fetch(symbol)
+        except SapphireError as error:
+            failures[symbol] = f"{type(error).__name__}: {error}"
+            context.log.error(f"{what} for {symbol} failed: {error}")
+            continue
+        if frame is not None:
+            frames.append(frame)
+        context.log.info(f"{what}: {index}/{len(symbols)} symbols fetched ({symbol})")
+    if failures:
+        raise dg.Failure(
+            description=f"{what} failed for {', '.join(failures)}; nothing was written. "
+            "Re-executing fetches only what is still missing.",
+            metadata={"failures": dg.MetadataValue.json(failures)},
+        )
+    return frames
+
+
+def candle_summary(frame: pl.DataFrame, timeframe: str) -> pl.DataFrame:
+    """Rows, gaps and the last candle per symbol: what the UI shows for a materialisation."""
+    counts = frame.group_by("symbol").agg(
+        pl.len().alias("rows"), pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last")
+    )
+    gaps = pl.DataFrame(
+        [
+            {
+                "symbol": g.symbol,
+                "gaps": g.count,
+                "missing_bars": g.missing_bars,
+                "longest_gap_bars": g.longest_bars,
+            }
+            for g in gap_reports(frame, timeframe)
+        ],
+        schema={
+            "symbol": pl.String,
+            "gaps": pl.Int64,
+            "missing_bars": pl.Int64,
+            "longest_gap_bars": pl.Int64,
+        },
+    )
+    return counts.join(gaps, on="symbol", how="left").sort("symbol")
+
+
+def build_market_data_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    universe = settings.universe
+    partitions = time_partitions(universe)
+    common = {
+        "partitions_def": partitions,
+        "backfill_policy": dg.BackfillPolicy.single_run(),
+        "group_name": GROUP,
+        "metadata": PARTITION_COLUMN,
+        "retry_policy": DOWNLOAD_RETRY,
+    }
+
+    @dg.asset(kinds={"polars"}, **common)  # type: ignore[arg-type]
+    def candles(
+        context: dg.AssetExecutionContext, market_data: MarketDataResource
+    ) -> dg.Output[pl.DataFrame]:
+        """Closed OHLCV candles of every symbol in the universe, as the exchange reported them.
+
+        Incremental: days already downloaded are read from the download cache; idempotent: a
+        partition's rows replace whatever the warehouse held for it.
+        """
+        start_ms, end_ms = window_ms(context.partition_time_window)
+        source = market_data.source()
+        _require_universe(source, universe.symbols)
+        cache = market_data.download_cache()
+        downloaded = 0
+
+        def fetch(symbol: str) -> pl.DataFrame:
+            nonlocal downloaded
+            frame, days = cache.fetch(source, symbol, universe.timeframe, start_ms, end_ms)
+            downloaded += days
+            return frame
+
+        frames = _per_symbol(context, universe.symbols, "candles", fetch)
+        frame = pl.concat(frames) if frames else empty_candles()
+        summary = candle_summary(frame, universe.timeframe)
+        last = frame.select(pl.col("ts").max()).item()
+        return dg.Output(
+            frame,
+            metadata={
+                "dagster/row_count": frame.height,
+                "per_symbol": table(summary),
+                "gaps": int(summary["gaps"].sum() or 0),
+                "longest_gap_bars": int(summary["longest_gap_bars"].max() or 0),
+                "last_candle": last.isoformat() if last is not None else "none",
+                "days_downloaded": downloaded,
+                "exchange": source.name,
+                "timeframe": universe.timeframe,
+            },
+        )
+
+    @dg.asset(kinds={"polars"}, **common)  # type: ignore[arg-type]
+    def trades(
+        context: dg.AssetExecutionContext, market_data: MarketDataResource
+    ) -> dg.Output[pl.DataFrame]:
+        """Public trades of the symbols whose exchange publishes them; empty for the others."""
+        start_ms, end_ms = window_ms(context.partition_time_window)
+        source = market_data.source()
+        _require_universe(source, universe.symbols)
+        frames = _per_symbol(
+            context,
+            universe.symbols,
+            "trades",
+            lambda symbol: source.fetch_trades(symbol, start_ms, end_ms),
+        )
+        frame = pl.concat(frames) if frames else empty_trades()
+        return dg.Output(
+            frame,
+            metadata={"dagster/row_count": frame.height, "symbols_with_trades": len(frames)},
+        )
+
+    @dg.asset(kinds={"polars"}, **common)  # type: ignore[arg-type]
+    def funding_rates(
+        context: dg.AssetExecutionContext, market_data: MarketDataResource
+    ) -> dg.Output[pl.DataFrame]:
+        """Funding rates of the perpetuals in the universe; empty for spot symbols."""
+        start_ms, end_ms = window_ms(context.partition_time_window)
+        source = market_data.source()
+        _require_universe(source, universe.symbols)
+        frames = _per_symbol(
+            context,
+            universe.symbols,
+            "funding",
+            lambda symbol: source.fetch_funding(symbol, start_ms, end_ms),
+        )
+        frame = pl.concat(frames) if frames else empty_funding()
+        return dg.Output(
+            frame,
+            metadata={"dagster/row_count": frame.height, "symbols_with_funding": len(frames)},
+        )
+
+    return [candles, trades, funding_rates]
