@@ -13,7 +13,7 @@ from typing import Any
 
 import dagster as dg
 
-from resources.market_data import MarketDataResource
+from resources.market_data import SYNTHETIC, MarketDataResource
 from sapphire_domain.errors import ConfigError
 from sapphire_domain.settings import PROJECT_ROOT, Settings
 
@@ -40,13 +40,25 @@ def resources_for(environment: str, settings: Settings, state: Path | None = Non
     from resources.warehouse import BigQueryWarehouseIOManager, LocalWarehouseIOManager
 
     state = state or state_dir()
-    exchange = settings.universe.exchange
+    universe = settings.universe
+    exchange = universe.exchange
     if environment == LOCAL:
+        synthetic = {}
+        if exchange == SYNTHETIC:
+            if universe.end is None:
+                raise ConfigError("a synthetic universe needs universe.end: it is a finite market")
+            synthetic = {
+                "synthetic_symbols": len(universe.symbols),
+                "synthetic_days": (universe.end - universe.start).days,
+                "synthetic_timeframe": universe.timeframe,
+                "synthetic_start": universe.start.isoformat(),
+            }
         return {
             "market_data": MarketDataResource(
                 exchange=exchange,
                 replay_clock_file=str(state / "replay_clock.json"),
                 download_cache_dir=str(state / "download_cache"),
+                **synthetic,
             ),
             "io_manager": LocalWarehouseIOManager(root=str(state / "warehouse")),
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import dagster as dg
 from pydantic import Field
 
@@ -23,7 +25,8 @@ class MarketDataResource(dg.ConfigurableResource):
     sandbox: use the exchange's sandbox/testnet where it has one.
     replay_data_dir: folder of the replay's Parquet files (the bundled data by default).
     replay_clock_file: the shared replay clock state.
-    synthetic_seed, synthetic_symbols, synthetic_days: shape of the synthetic market.
+    synthetic_seed, synthetic_symbols, synthetic_days, synthetic_timeframe, synthetic_start:
+        shape of the synthetic market (taken from the universe by ``resources_for``).
     download_cache_dir: staging folder for downloaded days (see ``CandleDownloadCache``).
     """
 
@@ -38,6 +41,7 @@ class MarketDataResource(dg.ConfigurableResource):
     synthetic_symbols: int = 4
     synthetic_days: int = 30
     synthetic_timeframe: str = "30m"
+    synthetic_start: str = "2024-01-01"
     download_cache_dir: str = "var/download_cache"
 
     def source(self) -> MarketDataSource:
@@ -51,6 +55,7 @@ class MarketDataResource(dg.ConfigurableResource):
                 days=self.synthetic_days,
                 timeframe=self.synthetic_timeframe,
                 seed=self.synthetic_seed,
+                start=datetime.fromisoformat(self.synthetic_start).replace(tzinfo=UTC),
             )
         from sapphire_market.ccxt_source import CcxtMarketData
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dagster as dg
 
@@ -13,13 +14,16 @@ from sapphire_assets.market_data.checks import build_candle_checks
 from sapphire_domain.settings import Settings, load_settings
 
 
-def build_definitions(settings: Settings, environment: str) -> dg.Definitions:
+def build_definitions(
+    settings: Settings, environment: str, state: Path | None = None
+) -> dg.Definitions:
+    """Every asset, check and resource of the configured universe; ``state`` overrides var/."""
     candles, trades, funding_rates = build_market_data_assets(settings)
     features, feature_checks = build_feature_assets(settings, candles, trades, funding_rates)
     return dg.Definitions(
         assets=[candles, trades, funding_rates, features],
         asset_checks=[*build_candle_checks(candles, settings), *feature_checks],
-        resources=resources_for(environment, settings),
+        resources=resources_for(environment, settings, state),
     )
 
 

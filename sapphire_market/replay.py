@@ -29,7 +29,12 @@ from sapphire_domain.candles import (
     require_candle_schema,
 )
 from sapphire_domain.clock import ReplayClock
-from sapphire_domain.errors import ConfigError, DataFileError, UnknownSymbolError
+from sapphire_domain.errors import (
+    CandleSchemaError,
+    ConfigError,
+    DataFileError,
+    UnknownSymbolError,
+)
 from sapphire_domain.market_schemas import FUNDING_SCHEMA, TRADE_SCHEMA
 from sapphire_domain.timeframes import timeframe_ms
 
@@ -216,7 +221,7 @@ def _read_data_file(file: _DataFile) -> pl.DataFrame:
             pl.col("open").cast(pl.Float64).alias("rate"),
         )
         return frame
-    except pl.exceptions.PolarsError as error:
+    except (pl.exceptions.PolarsError, CandleSchemaError) as error:
         raise DataFileError(
             f"replay data file {file.path} does not have the expected columns: {error}"
         ) from None

@@ -1,8 +1,8 @@
 """The features asset: model inputs for every symbol, computed with polars in one pass."""
 
-from __future__ import annotations
 
 import dagster as dg
+from dagster import AssetExecutionContext
 import polars as pl
 
 from sapphire_assets.features.checks import build_lookahead_check
@@ -63,7 +63,7 @@ def build_feature_assets(
         metadata={"partition_expr": "ts", "feature_columns": feature_columns(params)},
     )
     def features(
-        context: dg.AssetExecutionContext,
+        context: AssetExecutionContext,
         candles: pl.DataFrame,
         trades: pl.DataFrame,
         funding_rates: pl.DataFrame,

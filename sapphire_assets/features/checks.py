@@ -1,10 +1,10 @@
 """The blocking look-ahead check: features recomputed on truncated history must not change."""
 
-from __future__ import annotations
 
 import zlib
 
 import dagster as dg
+from dagster import AssetCheckExecutionContext
 import polars as pl
 
 from sapphire_assets.metadata import table
@@ -37,7 +37,7 @@ def build_lookahead_check(
         description="features at sampled times equal a recomputation on history truncated there",
     )
     def no_lookahead(
-        context: dg.AssetCheckExecutionContext,
+        context: AssetCheckExecutionContext,
         features: pl.DataFrame,
         candles: pl.DataFrame,
         trades: pl.DataFrame,

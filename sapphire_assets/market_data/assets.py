@@ -1,17 +1,17 @@
 """Market data assets: candles, public trades and funding rates, one UTC day per partition."""
 
-from __future__ import annotations
 
 from collections.abc import Callable
 
 import dagster as dg
+from dagster import AssetExecutionContext
 import polars as pl
 
 from resources.market_data import MarketDataResource
 from sapphire_assets.metadata import table
 from sapphire_assets.partitions import time_partitions, window_ms
 from sapphire_domain.candles import empty_candles, gap_reports
-from sapphire_domain.errors import SapphireError
+from sapphire_domain.errors import ExchangeUnavailableError, SapphireError
 from sapphire_domain.market_schemas import empty_funding, empty_trades
 from sapphire_domain.settings import Settings
 from sapphire_market.source import MarketDataSource
@@ -38,18 +38,19 @@ def _require_universe(source: MarketDataSource, symbols: tuple[str, ...]) -> Non
 
 
 def _per_symbol(
-    context: dg.AssetExecutionContext,
+    context: AssetExecutionContext,
     symbols: tuple[str, ...],
     what: str,
     fetch: Callable[[str], pl.DataFrame | None],
 ) -> list[pl.DataFrame]:
     """Fetch every symbol; if any fail, fail the step naming each one, having written nothing."""
-    frames, failures = [], {}
+    frames, failures, transient = [], {}, True
     for index, symbol in enumerate(symbols, start=1):
         try:
             frame = fetch(symbol)
         except SapphireError as error:
             failures[symbol] = f"{type(error).__name__}: {error}"
+            transient &= isinstance(error, ExchangeUnavailableError)
             context.log.error(f"{what} for {symbol} failed: {error}")
             continue
         if frame is not None:
@@ -60,6 +61,8 @@ def _per_symbol(
             description=f"{what} failed for {', '.join(failures)}; nothing was written. "
             "Re-executing fetches only what is still missing.",
             metadata={"failures": dg.MetadataValue.json(failures)},
+            # Only network trouble may pass by itself; a bad file or a rejected request will not.
+            allow_retries=transient,
         )
     return frames
 
@@ -102,7 +105,7 @@ def build_market_data_assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
     @dg.asset(kinds={"polars"}, **common)  # type: ignore[arg-type]
     def candles(
-        context: dg.AssetExecutionContext, market_data: MarketDataResource
+        context: AssetExecutionContext, market_data: MarketDataResource
     ) -> dg.Output[pl.DataFrame]:
         """Closed OHLCV candles of every symbol in the universe, as the exchange reported them.
 
@@ -141,7 +144,7 @@ def build_market_data_assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
     @dg.asset(kinds={"polars"}, **common)  # type: ignore[arg-type]
     def trades(
-        context: dg.AssetExecutionContext, market_data: MarketDataResource
+        context: AssetExecutionContext, market_data: MarketDataResource
     ) -> dg.Output[pl.DataFrame]:
         """Public trades of the symbols whose exchange publishes them; empty for the others."""
         start_ms, end_ms = window_ms(context.partition_time_window)
@@ -161,7 +164,7 @@ def build_market_data_assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
     @dg.asset(kinds={"polars"}, **common)  # type: ignore[arg-type]
     def funding_rates(
-        context: dg.AssetExecutionContext, market_data: MarketDataResource
+        context: AssetExecutionContext, market_data: MarketDataResource
     ) -> dg.Output[pl.DataFrame]:
         """Funding rates of the perpetuals in the universe; empty for spot symbols."""
         start_ms, end_ms = window_ms(context.partition_time_window)

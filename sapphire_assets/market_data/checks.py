@@ -1,6 +1,5 @@
 """Blocking checks on candles: a defect stops everything downstream of it in the same run."""
 
-from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
