@@ -5,6 +5,8 @@ UV := .tools/bin/uv
 UV_RUN := $(UV) run --frozen
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
+# Trust the machine's own certificate store, as pip and curl do (corporate proxies add their CA there).
+export UV_SYSTEM_CERTS := 1
 export DAGSTER_HOME := $(CURDIR)/var/dagster_home
 
 .PHONY: run test lint typecheck check bench sync clean
