@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from resources.market_data import SYNTHETIC, MarketDataResource
+from resources.warehouse import LocalWarehouseIOManager
 from sapphire_domain.errors import ConfigError
 from sapphire_domain.settings import PROJECT_ROOT, Settings
 
@@ -25,9 +26,7 @@ ENVIRONMENTS = (LOCAL, PRODUCTION)
 def current_environment() -> str:
     environment = os.environ.get("SAPPHIRE_ENV", LOCAL)
     if environment not in ENVIRONMENTS:
-        raise ConfigError(
-            f"SAPPHIRE_ENV={environment!r} is not one of {', '.join(ENVIRONMENTS)}"
-        )
+        raise ConfigError(f"SAPPHIRE_ENV={environment!r} is not one of {', '.join(ENVIRONMENTS)}")
     return environment
 
 
@@ -36,14 +35,14 @@ def state_dir() -> Path:
     return Path(os.environ.get("SAPPHIRE_STATE_DIR", PROJECT_ROOT / "var"))
 
 
-def resources_for(environment: str, settings: Settings, state: Path | None = None) -> dict[str, Any]:
-    from resources.warehouse import BigQueryWarehouseIOManager, LocalWarehouseIOManager
-
+def resources_for(
+    environment: str, settings: Settings, state: Path | None = None
+) -> dict[str, Any]:
     state = state or state_dir()
     universe = settings.universe
     exchange = universe.exchange
     if environment == LOCAL:
-        synthetic = {}
+        synthetic: dict[str, Any] = {}
         if exchange == SYNTHETIC:
             if universe.end is None:
                 raise ConfigError("a synthetic universe needs universe.end: it is a finite market")
@@ -63,6 +62,9 @@ def resources_for(environment: str, settings: Settings, state: Path | None = Non
             "io_manager": LocalWarehouseIOManager(root=str(state / "warehouse")),
         }
     if environment == PRODUCTION:
+        # Imported here so the embedded default never loads the BigQuery client.
+        from resources.warehouse_bigquery import BigQueryWarehouseIOManager
+
         return {
             "market_data": MarketDataResource(
                 exchange=exchange,

@@ -58,18 +58,19 @@ def cmd_sql(args: argparse.Namespace) -> int:
     con = connect(root)
 
     def show(query: str) -> None:
-        result = con.sql(query)
-        if result is None:
+        cursor = con.execute(query)
+        if cursor.description is None:
             return
-        table = Table(*result.columns)
-        for row in result.fetchmany(args.limit):
+        table = Table(*(column[0] for column in cursor.description))
+        for row in cursor.fetchmany(args.limit):
             table.add_row(*(str(v) for v in row))
         Console().print(table)
 
     if args.query:
         show(args.query)
         return 0
-    console.print(f"DuckDB over {root}; tables: {', '.join(t[0] for t in con.sql('SHOW TABLES').fetchall())}")
+    tables = ", ".join(row[0] for row in con.execute("SHOW TABLES").fetchall())
+    console.print(f"DuckDB over {root}; tables: {tables or 'none yet'}")
     console.print("End each statement with ';'. Ctrl-D quits.")
     buffer = ""
     while True:
