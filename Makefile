@@ -32,7 +32,7 @@ lint: sync
 	$(UV_RUN) ruff format --check .
 
 typecheck: sync
-	$(UV_RUN) mypy .
+	$(UV_RUN) mypy
 
 check: lint typecheck
 	DAGSTER_HOME=$(DAGSTER_HOME) $(UV_RUN) python -c "from sapphire_cli.main import dagster_home; dagster_home()"

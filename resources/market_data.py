@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -23,6 +24,8 @@ class MarketDataResource(dg.ConfigurableResource):
     api_key, secret, password: exchange credentials; pass them as ``dg.EnvVar`` so they are read
         from the environment at run time and never shown or logged.
     sandbox: use the exchange's sandbox/testnet where it has one.
+    ccxt_config: extra settings for the ccxt exchange (proxies, URLs, exchange options).
+    max_retries, retry_backoff_s: retries of network errors, and the first backoff (it doubles).
     replay_data_dir: folder of the replay's Parquet files (the bundled data by default).
     replay_clock_file: the shared replay clock state.
     synthetic_seed, synthetic_symbols, synthetic_days, synthetic_timeframe, synthetic_start:
@@ -35,6 +38,9 @@ class MarketDataResource(dg.ConfigurableResource):
     secret: str | None = Field(default=None, repr=False)
     password: str | None = Field(default=None, repr=False)
     sandbox: bool = False
+    ccxt_config: dict[str, Any] = Field(default_factory=dict)
+    max_retries: int = 5
+    retry_backoff_s: float = 0.5
     replay_data_dir: str = str(BUNDLED_DATA_DIR)
     replay_clock_file: str = "var/replay_clock.json"
     synthetic_seed: int = 0
@@ -65,6 +71,9 @@ class MarketDataResource(dg.ConfigurableResource):
             secret=self.secret,
             password=self.password,
             sandbox=self.sandbox,
+            options=self.ccxt_config,
+            max_retries=self.max_retries,
+            backoff_s=self.retry_backoff_s,
         )
 
     def download_cache(self) -> CandleDownloadCache:

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from resources.environments import current_environment, resources_for
-from sapphire_assets.features.assets import build_feature_assets
+from sapphire_assets.features.assets import build_features_asset
 from sapphire_assets.market_data.assets import build_market_data_assets
 from sapphire_assets.market_data.checks import build_candle_checks
 from sapphire_domain.settings import Settings, load_settings
@@ -19,10 +19,10 @@ def build_definitions(
 ) -> dg.Definitions:
     """Every asset, check and resource of the configured universe; ``state`` overrides var/."""
     candles, trades, funding_rates = build_market_data_assets(settings)
-    features, feature_checks = build_feature_assets(settings, candles, trades, funding_rates)
+    features = build_features_asset(settings)
     return dg.Definitions(
         assets=[candles, trades, funding_rates, features],
-        asset_checks=[*build_candle_checks(candles, settings), *feature_checks],
+        asset_checks=build_candle_checks(candles, settings),
         resources=resources_for(environment, settings, state),
     )
 

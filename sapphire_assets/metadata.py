@@ -17,7 +17,8 @@ def table(frame: pl.DataFrame) -> dg.TableMetadataValue:
         for name, dtype in frame.schema.items()
     ]
     rows = [
-        dg.TableRecord({k: _plain(v) for k, v in row.items()}) for row in frame.iter_rows(named=True)
+        dg.TableRecord({k: _plain(v) for k, v in row.items()})
+        for row in frame.iter_rows(named=True)
     ]
     return dg.MetadataValue.table(records=rows, schema=dg.TableSchema(columns=columns))
 

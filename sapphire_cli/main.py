@@ -94,8 +94,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     exchange = ReplayExchange()
     clock = ReplayClockFile(_state_dir() / "replay_clock.json", default_ms=exchange.data_end_ms)
     if args.action == "start":
-        start = args.at or settings.replay.start or datetime.combine(
-            settings.universe.start, datetime.min.time(), tzinfo=UTC
+        start = (
+            args.at
+            or settings.replay.start
+            or datetime.combine(settings.universe.start, datetime.min.time(), tzinfo=UTC)
         )
         if start.tzinfo is None:
             start = start.replace(tzinfo=UTC)

@@ -85,13 +85,15 @@ def sort_candles(frame: pl.DataFrame) -> pl.DataFrame:
 # --- the blocking rules -------------------------------------------------------------------------
 
 
+def _has_nan() -> pl.Expr:
+    return pl.any_horizontal(
+        [pl.col(c).is_null() | pl.col(c).is_nan() for c in (*PRICE_COLUMNS, "volume")]
+    )
+
+
 def nan_rows(frame: pl.DataFrame) -> pl.DataFrame:
     """Rows with a NaN or missing price or volume."""
-    value_columns = [*PRICE_COLUMNS, "volume"]
-    bad = pl.any_horizontal(
-        [pl.col(c).is_null() | pl.col(c).is_nan() for c in value_columns]
-    )
-    return frame.filter(bad)
+    return frame.filter(_has_nan())
 
 
 def non_positive_price_rows(frame: pl.DataFrame) -> pl.DataFrame:
@@ -101,8 +103,12 @@ def non_positive_price_rows(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def inconsistent_range_rows(frame: pl.DataFrame) -> pl.DataFrame:
-    """Rows whose high is below the low, or whose open or close lies outside [low, high]."""
-    bad = (
+    """Rows whose high is below the low, or whose open or close lies outside [low, high].
+
+    Rows with a NaN are left to ``nan_rows``: polars orders NaN above every number, so they
+    would otherwise be counted twice.
+    """
+    bad = ~_has_nan() & (
         (pl.col("high") < pl.col("low"))
         | (pl.col("close") > pl.col("high"))
         | (pl.col("close") < pl.col("low"))

@@ -95,7 +95,9 @@ class Settings(_Frozen):
 def parse_settings(raw: Any, source: str) -> Settings:
     """Validate an already parsed mapping; every problem is named with its location."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
+        )
     try:
         return Settings.model_validate(raw)
     except ValidationError as error:

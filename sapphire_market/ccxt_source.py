@@ -58,6 +58,8 @@ class CcxtMarketData:
     max_backoff_s: the cap on one backoff.
     page_limit: rows asked for per request; exchanges may return fewer.
     timeout_ms: ccxt's HTTP timeout per request.
+    options: extra settings for the ccxt constructor (``httpsProxy``, ``urls``, ``options``...);
+        the rate limiter stays on whatever they say.
     exchange: an already-built ccxt exchange (or a stand-in with the same methods); when given,
         exchange_id only names it and no exchange is built.
     sleep: how to wait, injectable so tests do not sleep.
@@ -77,6 +79,7 @@ class CcxtMarketData:
         max_backoff_s: float = 30.0,
         page_limit: int = 1000,
         timeout_ms: int = 10_000,
+        options: Mapping[str, Any] | None = None,
         exchange: Any | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
@@ -102,7 +105,9 @@ class CcxtMarketData:
                 "configure them on the exchange object instead"
             )
         if exchange is None:
-            exchange = _build_exchange(exchange_id, api_key, secret, password, timeout_ms)
+            exchange = _build_exchange(
+                exchange_id, api_key, secret, password, timeout_ms, options or {}
+            )
         self._exchange = exchange
         if sandbox:
             self._enable_sandbox()
@@ -377,6 +382,7 @@ def _build_exchange(
     secret: str | None,
     password: str | None,
     timeout_ms: int,
+    options: Mapping[str, Any],
 ) -> Any:
     if exchange_id not in ccxt.exchanges:
         close = difflib.get_close_matches(exchange_id, ccxt.exchanges, n=3)
@@ -385,7 +391,8 @@ def _build_exchange(
             f"unknown ccxt exchange id {exchange_id!r}{hint} (ccxt {ccxt.__version__} lists "
             f"{len(ccxt.exchanges)} exchanges in ccxt.exchanges)"
         )
-    config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms}
+    # Extra ccxt settings (proxies, urls, exchange options) never switch the rate limiter off.
+    config: dict[str, Any] = {**options, "enableRateLimit": True, "timeout": timeout_ms}
     credentials = {"apiKey": api_key, "secret": secret, "password": password}
     config.update({key: value for key, value in credentials.items() if value})
     return getattr(ccxt, exchange_id)(config)

@@ -101,4 +101,3 @@ class CandleDownloadCache:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
         frame.write_parquet(tmp)
         os.replace(tmp, path)
-

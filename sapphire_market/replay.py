@@ -117,10 +117,13 @@ class ReplayExchange:
         ends = []
         for file in self._files:
             if file.kind == "candles" and file.timeframe is not None:
-                last = self._read(file).select(pl.col("ts").max()).item()
+                try:
+                    last = self._read(file).select(pl.col("ts").max()).item()
+                except DataFileError:
+                    continue  # named when its own symbol is fetched; the others still replay
                 ends.append(int(last.timestamp() * 1000) + timeframe_ms(file.timeframe))
         if not ends:
-            raise DataFileError(f"replay data folder {self._data_dir} holds no candle files")
+            raise DataFileError(f"replay data folder {self._data_dir} holds no readable candles")
         return max(ends)
 
     def data_end_ms(self) -> int:

@@ -1,4 +1,4 @@
-"""The one interface every market data source offers: a live exchange, the replay, synthetic data."""
+"""The one interface of every market data source: a live exchange, the replay, synthetic data."""
 
 from __future__ import annotations
 

@@ -1,81 +1,106 @@
 """The features asset: model inputs for every symbol, computed with polars in one pass."""
 
+from collections.abc import Callable, Iterator
 
 import dagster as dg
-from dagster import AssetExecutionContext
 import polars as pl
+from dagster import AssetExecutionContext
 
-from sapphire_assets.features.checks import build_lookahead_check
+from sapphire_assets.features.checks import evaluate_lookahead, lookahead_check_spec
 from sapphire_assets.metadata import table
 from sapphire_assets.partitions import lookback_days, time_partitions, window_ms
 from sapphire_domain.features import FeatureParams, compute_features, feature_columns, warmup_bars
 from sapphire_domain.settings import Settings
 
 GROUP = "features"
+INPUTS = ("candles", "trades", "funding_rates")
+# (candles, timeframe, params, trades=..., funding=...) -> features; replaceable in tests only.
+FeatureComputation = Callable[..., pl.DataFrame]
 
 
-def features_in_window(
-    candles: pl.DataFrame,
-    trades: pl.DataFrame,
-    funding_rates: pl.DataFrame,
-    timeframe: str,
-    params: FeatureParams,
-    start_ms: int,
-    end_ms: int,
-) -> pl.DataFrame:
-    """Features of the candles that open in ``[start_ms, end_ms)``, computed over the look-back."""
-    full = compute_features(
-        candles.sort("symbol", "ts"),
-        timeframe,
-        params,
-        trades=trades if not trades.is_empty() else None,
-        funding=funding_rates if not funding_rates.is_empty() else None,
-    )
-    return full.filter(pl.col("ts").dt.epoch("ms").is_between(start_ms, end_ms, closed="left"))
+def _require_history(context: AssetExecutionContext) -> None:
+    """Refuse to compute on a look-back with holes: the first rows would silently differ."""
+    for name in INPUTS:
+        key = context.asset_key_for_input(name)
+        materialized = context.instance.get_materialized_partitions(key)
+        missing = [k for k in context.asset_partition_keys_for_input(name) if k not in materialized]
+        if missing:
+            raise dg.Failure(
+                description=(
+                    f"features need {name} for their look-back, but {len(missing)} day(s) are "
+                    f"not materialised ({missing[0]} .. {missing[-1]}): materialise {name} for "
+                    "them first, or backfill both in one run"
+                ),
+                allow_retries=False,
+            )
 
 
-def build_feature_assets(
-    settings: Settings,
-    candles: dg.AssetsDefinition,
-    trades: dg.AssetsDefinition,
-    funding_rates: dg.AssetsDefinition,
-) -> tuple[dg.AssetsDefinition, list[dg.AssetChecksDefinition]]:
+def _present(frame: pl.DataFrame) -> pl.DataFrame | None:
+    return None if frame.is_empty() else frame
+
+
+def build_features_asset(
+    settings: Settings, compute: FeatureComputation = compute_features
+) -> dg.AssetsDefinition:
     params = FeatureParams()
     timeframe = settings.universe.timeframe
+    partitions = time_partitions(settings.universe)
     # Recursive indicators need their warm-up before a partition's first row; reading that many
     # days of earlier partitions makes each partition equal to a full-history computation.
     history = dg.TimeWindowPartitionMapping(
         start_offset=-lookback_days(warmup_bars(params), timeframe),
         allow_nonexistent_upstream_partitions=True,
     )
-    ins = {
-        "candles": dg.AssetIn(key=candles.key, partition_mapping=history),
-        "trades": dg.AssetIn(key=trades.key, partition_mapping=history),
-        "funding_rates": dg.AssetIn(key=funding_rates.key, partition_mapping=history),
-    }
+
+    def computation(
+        candles: pl.DataFrame,
+        trades: pl.DataFrame | None = None,
+        funding: pl.DataFrame | None = None,
+    ) -> pl.DataFrame:
+        return compute(candles, timeframe, params, trades=trades, funding=funding)
 
     @dg.asset(
-        ins=ins,
-        partitions_def=time_partitions(settings.universe),
+        ins={name: dg.AssetIn(partition_mapping=history) for name in INPUTS},
+        partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=GROUP,
         kinds={"polars"},
         metadata={"partition_expr": "ts", "feature_columns": feature_columns(params)},
+        check_specs=[lookahead_check_spec(dg.AssetKey("features"))],
     )
     def features(
         context: AssetExecutionContext,
         candles: pl.DataFrame,
         trades: pl.DataFrame,
         funding_rates: pl.DataFrame,
-    ) -> dg.Output[pl.DataFrame]:
+    ) -> Iterator[dg.Output[pl.DataFrame] | dg.AssetCheckResult]:
         """Returns, volatility, RSI, MACD, Bollinger z, ATR, volume z, spread, trade flow, funding.
 
         Gaps are not filled: ``gap_before`` and ``bars_since_gap`` mark them for downstream use.
         """
+        _require_history(context)
         start_ms, end_ms = window_ms(context.partition_time_window)
-        frame = features_in_window(
-            candles, trades, funding_rates, timeframe, params, start_ms, end_ms
+        history_candles = candles.sort("symbol", "ts")
+        full = computation(history_candles, _present(trades), _present(funding_rates))
+        frame = full.filter(pl.col("ts").dt.epoch("ms").is_between(start_ms, end_ms, closed="left"))
+        check = evaluate_lookahead(
+            computation,
+            frame,
+            history_candles,
+            _present(trades),
+            _present(funding_rates),
+            timeframe,
+            warmup_bars(params),
+            partitions,
+            context.partition_keys,
         )
+        yield check
+        if not check.passed:
+            raise dg.Failure(
+                description=f"look-ahead in features: {check.description}; nothing was written",
+                metadata=dict(check.metadata),
+                allow_retries=False,
+            )
         coverage = pl.DataFrame(
             {
                 "feature": feature_columns(params),
@@ -85,14 +110,14 @@ def build_feature_assets(
                 ],
             }
         )
-        return dg.Output(
+        yield dg.Output(
             frame,
             metadata={
                 "dagster/row_count": frame.height,
                 "symbols": frame["symbol"].n_unique(),
-                "lookback_rows_read": candles.height - frame.height,
+                "lookback_rows_read": history_candles.height - frame.height,
                 "coverage": table(coverage),
             },
         )
 
-    return features, [build_lookahead_check(features, history, settings, params)]
+    return features

@@ -1,74 +1,86 @@
-"""The blocking look-ahead check: features recomputed on truncated history must not change."""
+"""The blocking look-ahead check of the features asset.
 
+It runs inside the asset's own step, on exactly the frames the asset computed from, so the
+look-back window it truncates is the one the features really used. A failed check stops the
+step before anything is written, and everything downstream with it.
+"""
 
 import zlib
+from collections.abc import Callable, Sequence
 
 import dagster as dg
-from dagster import AssetCheckExecutionContext
 import polars as pl
 
 from sapphire_assets.metadata import table
 from sapphire_assets.partitions import window_ms
-from sapphire_domain.features import FeatureParams, compute_features
-from sapphire_domain.lookahead import lookahead_violations, sample_times
-from sapphire_domain.settings import Settings
+from sapphire_domain.lookahead import find_lookahead, sample_times, violations_frame
 
-SAMPLES_PER_RUN = 6
+CHECK_NAME = "no_lookahead"
+SAMPLES_PER_PARTITION = 2
 TOLERANCE = 1e-9
 
 
-def build_lookahead_check(
-    features: dg.AssetsDefinition,
-    history: dg.PartitionMapping,
-    settings: Settings,
-    params: FeatureParams,
-) -> dg.AssetChecksDefinition:
-    timeframe = settings.universe.timeframe
-
-    @dg.asset_check(
-        asset=features,
+def lookahead_check_spec(features_key: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        CHECK_NAME,
+        asset=features_key,
         blocking=True,
-        partitions_def=features.partitions_def,
-        additional_ins={
-            "candles": dg.AssetIn(key="candles", partition_mapping=history),
-            "trades": dg.AssetIn(key="trades", partition_mapping=history),
-            "funding_rates": dg.AssetIn(key="funding_rates", partition_mapping=history),
-        },
-        description="features at sampled times equal a recomputation on history truncated there",
+        description=(
+            f"{SAMPLES_PER_PARTITION} sampled rows of every partition equal a recomputation on "
+            "history truncated at their time"
+        ),
     )
-    def no_lookahead(
-        context: AssetCheckExecutionContext,
-        features: pl.DataFrame,
-        candles: pl.DataFrame,
-        trades: pl.DataFrame,
-        funding_rates: pl.DataFrame,
-    ) -> dg.AssetCheckResult:
-        start_ms, end_ms = window_ms(context.partition_time_window)
-        # Seeded by the partition range, so a re-run samples the same times.
-        seed = zlib.crc32(f"{start_ms}-{end_ms}".encode())
-        times = sample_times(features, SAMPLES_PER_RUN, seed)
 
-        def compute(
-            candles: pl.DataFrame, trades: pl.DataFrame | None, funding: pl.DataFrame | None
-        ) -> pl.DataFrame:
-            return compute_features(candles, timeframe, params, trades=trades, funding=funding)
 
-        violations = lookahead_violations(
-            compute,
-            candles.sort("symbol", "ts"),
-            times,
-            expected=features,
-            trades=trades if not trades.is_empty() else None,
-            funding=funding_rates if not funding_rates.is_empty() else None,
-            tolerance=TOLERANCE,
+def evaluate_lookahead(
+    compute: Callable[..., pl.DataFrame],
+    features: pl.DataFrame,
+    candles: pl.DataFrame,
+    trades: pl.DataFrame | None,
+    funding: pl.DataFrame | None,
+    timeframe: str,
+    history_bars: int,
+    partitions: dg.TimeWindowPartitionsDefinition,
+    partition_keys: Sequence[str],
+) -> dg.AssetCheckResult:
+    """Sample rows of each partition and recompute them on history cut at their own time."""
+    times = []
+    for key in partition_keys:
+        start_ms, end_ms = window_ms(partitions.time_window_for_partition_key(key))
+        rows = features.filter(
+            pl.col("ts").dt.epoch("ms").is_between(start_ms, end_ms, closed="left")
         )
+        if not rows.is_empty():
+            # Seeded by the partition key, so a re-run samples the same times.
+            times += sample_times(rows, SAMPLES_PER_PARTITION, zlib.crc32(key.encode()))
+    if not times:
         return dg.AssetCheckResult(
-            passed=violations.is_empty(),
-            metadata={
-                "sampled_times": len(times),
-                "violations": violations.height,
-                "sample": table(violations.head(10)),
-            },
+            check_name=CHECK_NAME, passed=True, description="no rows in these partitions"
         )
-
-    return no_lookahead
+    violations = violations_frame(
+        find_lookahead(
+            compute,
+            candles,
+            timeframe,
+            times,
+            trades=trades,
+            funding=funding,
+            history_bars=history_bars,
+            tolerance=TOLERANCE,
+            expected=features,
+        )
+    )
+    return dg.AssetCheckResult(
+        check_name=CHECK_NAME,
+        passed=violations.is_empty(),
+        description=None
+        if violations.is_empty()
+        else f"{violations['column'].n_unique()} feature(s) change when the future is cut off",
+        metadata={
+            "partitions_checked": len(partition_keys),
+            "sampled_times": len(times),
+            "violations": violations.height,
+            "leaking_columns": sorted(violations["column"].unique().to_list()),
+            "sample": table(violations.head(10)),
+        },
+    )

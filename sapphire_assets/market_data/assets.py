@@ -1,31 +1,32 @@
 """Market data assets: candles, public trades and funding rates, one UTC day per partition."""
 
-
 from collections.abc import Callable
 
 import dagster as dg
-from dagster import AssetExecutionContext
 import polars as pl
+from dagster import AssetExecutionContext
 
 from resources.market_data import MarketDataResource
 from sapphire_assets.metadata import table
 from sapphire_assets.partitions import time_partitions, window_ms
 from sapphire_domain.candles import empty_candles, gap_reports
-from sapphire_domain.errors import ExchangeUnavailableError, SapphireError
+from sapphire_domain.errors import SapphireError
 from sapphire_domain.market_schemas import empty_funding, empty_trades
 from sapphire_domain.settings import Settings
 from sapphire_market.source import MarketDataSource
 
 GROUP = "market_data"
 PARTITION_COLUMN = {"partition_expr": "ts"}
-# Network trouble that outlasts the client's own retries gets a second chance at run level; the
-# download cache makes that retry fetch only what is still missing.
-DOWNLOAD_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
 
 
 def _require_universe(source: MarketDataSource, symbols: tuple[str, ...]) -> None:
     """Fail before anything is fetched or written when a configured symbol does not exist."""
-    listed = set(source.list_symbols())
+    try:
+        listed = set(source.list_symbols())
+    except SapphireError as error:
+        raise dg.Failure(
+            description=f"cannot list the symbols of {source.name!r}: {error}"
+        ) from None
     unknown = [s for s in symbols if s not in listed]
     if unknown:
         raise dg.Failure(
@@ -44,13 +45,12 @@ def _per_symbol(
     fetch: Callable[[str], pl.DataFrame | None],
 ) -> list[pl.DataFrame]:
     """Fetch every symbol; if any fail, fail the step naming each one, having written nothing."""
-    frames, failures, transient = [], {}, True
+    frames, failures = [], {}
     for index, symbol in enumerate(symbols, start=1):
         try:
             frame = fetch(symbol)
         except SapphireError as error:
             failures[symbol] = f"{type(error).__name__}: {error}"
-            transient &= isinstance(error, ExchangeUnavailableError)
             context.log.error(f"{what} for {symbol} failed: {error}")
             continue
         if frame is not None:
@@ -61,8 +61,6 @@ def _per_symbol(
             description=f"{what} failed for {', '.join(failures)}; nothing was written. "
             "Re-executing fetches only what is still missing.",
             metadata={"failures": dg.MetadataValue.json(failures)},
-            # Only network trouble may pass by itself; a bad file or a rejected request will not.
-            allow_retries=transient,
         )
     return frames
 
@@ -95,15 +93,15 @@ def candle_summary(frame: pl.DataFrame, timeframe: str) -> pl.DataFrame:
 def build_market_data_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     universe = settings.universe
     partitions = time_partitions(universe)
-    common = {
-        "partitions_def": partitions,
-        "backfill_policy": dg.BackfillPolicy.single_run(),
-        "group_name": GROUP,
-        "metadata": PARTITION_COLUMN,
-        "retry_policy": DOWNLOAD_RETRY,
-    }
+    market_asset = dg.asset(
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        metadata=PARTITION_COLUMN,
+        kinds={"polars"},
+    )
 
-    @dg.asset(kinds={"polars"}, **common)  # type: ignore[arg-type]
+    @market_asset
     def candles(
         context: AssetExecutionContext, market_data: MarketDataResource
     ) -> dg.Output[pl.DataFrame]:
@@ -133,8 +131,10 @@ def build_market_data_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             metadata={
                 "dagster/row_count": frame.height,
                 "per_symbol": table(summary),
-                "gaps": int(summary["gaps"].sum() or 0),
-                "longest_gap_bars": int(summary["longest_gap_bars"].max() or 0),
+                "gaps": int(summary.select(pl.col("gaps").sum()).item() or 0),
+                "longest_gap_bars": int(
+                    summary.select(pl.col("longest_gap_bars").max()).item() or 0
+                ),
                 "last_candle": last.isoformat() if last is not None else "none",
                 "days_downloaded": downloaded,
                 "exchange": source.name,
@@ -142,7 +142,7 @@ def build_market_data_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             },
         )
 
-    @dg.asset(kinds={"polars"}, **common)  # type: ignore[arg-type]
+    @market_asset
     def trades(
         context: AssetExecutionContext, market_data: MarketDataResource
     ) -> dg.Output[pl.DataFrame]:
@@ -162,7 +162,7 @@ def build_market_data_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             metadata={"dagster/row_count": frame.height, "symbols_with_trades": len(frames)},
         )
 
-    @dg.asset(kinds={"polars"}, **common)  # type: ignore[arg-type]
+    @market_asset
     def funding_rates(
         context: AssetExecutionContext, market_data: MarketDataResource
     ) -> dg.Output[pl.DataFrame]:

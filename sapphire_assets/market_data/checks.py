@@ -1,6 +1,5 @@
 """Blocking checks on candles: a defect stops everything downstream of it in the same run."""
 
-
 from collections.abc import Callable, Iterator
 
 import dagster as dg
@@ -23,7 +22,10 @@ SAMPLE_ROWS = 10
 # name -> (what must hold, the rows that break it)
 ROW_RULES: dict[str, tuple[str, Callable[[pl.DataFrame], pl.DataFrame]]] = {
     "no_nan": ("no price or volume is NaN or missing", nan_rows),
-    "positive_prices": ("every price is above zero and no volume is negative", non_positive_price_rows),
+    "positive_prices": (
+        "every price is above zero and no volume is negative",
+        non_positive_price_rows,
+    ),
     "consistent_ranges": (
         "high is not below low, and open and close lie within [low, high]",
         inconsistent_range_rows,

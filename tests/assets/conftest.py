@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from resources.market_data import MarketDataResource
 from sapphire_assets.definitions import build_definitions
 from sapphire_domain.settings import Settings, parse_settings
 from sapphire_market.replay import BUNDLED_DATA_DIR
@@ -30,22 +31,19 @@ def settings_with(**universe: object) -> Settings:
 class Platform:
     """One code location over a temporary state folder, with helpers to run and inspect it."""
 
-    def __init__(self, state: Path, settings: Settings, data_dir: Path | None = None) -> None:
+    def __init__(self, state: Path, settings: Settings, **market: object) -> None:
         self.state = state
         self.settings = settings
         self.defs = build_definitions(settings, "local", state)
-        if data_dir is not None:
-            self.defs = self._with_data_dir(data_dir)
+        if market:
+            self.defs = self._with_market(market)
         self.instance = dg.DagsterInstance.ephemeral()
 
-    def _with_data_dir(self, data_dir: Path) -> dg.Definitions:
-        from resources.market_data import MarketDataResource
-
+    def _with_market(self, updates: dict[str, object]) -> dg.Definitions:
+        """The same definitions with some market data settings changed."""
         resources = dict(self.defs.resources or {})
         current: MarketDataResource = resources["market_data"]
-        resources["market_data"] = MarketDataResource(
-            **{**current.model_dump(), "replay_data_dir": str(data_dir)}
-        )
+        resources["market_data"] = MarketDataResource(**{**current.model_dump(), **updates})
         return dg.Definitions(
             assets=list(self.defs.assets or []),
             asset_checks=list(self.defs.asset_checks or []),
@@ -82,8 +80,12 @@ class Platform:
 
 @pytest.fixture
 def platform_factory(tmp_path: Path) -> Callable[..., Platform]:
-    def make(settings: Settings | None = None, data_dir: Path | None = None) -> Platform:
-        return Platform(tmp_path / "state", settings or settings_with(), data_dir)
+    def make(
+        settings: Settings | None = None, data_dir: Path | None = None, **market: object
+    ) -> Platform:
+        if data_dir is not None:
+            market["replay_data_dir"] = str(data_dir)
+        return Platform(tmp_path / "state", settings or settings_with(), **market)
 
     return make
 

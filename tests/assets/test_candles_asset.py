@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from sapphire_market.replay import BUNDLED_DATA_DIR
 from tests.assets.conftest import settings_with
 
 UNIVERSE = ("BTC/USD", "ETH/USD", "XRP/USD", "EOS/USD")
@@ -38,7 +39,15 @@ def test_every_blocking_check_passes_on_the_bundled_data(platform_factory):
     platform = platform_factory()
     result = platform.materialize("candles", partition_range=("2018-01-01", "2018-01-31"))
     checks = check_results(result)
-    assert {"schema", "no_nan", "positive_prices", "consistent_ranges", "no_duplicates", "ordered", "gaps"} <= set(checks)
+    assert {
+        "schema",
+        "no_nan",
+        "positive_prices",
+        "consistent_ranges",
+        "no_duplicates",
+        "ordered",
+        "gaps",
+    } <= set(checks)
     assert all(e.passed for e in checks.values())
 
 
@@ -60,14 +69,14 @@ def test_a_two_month_backfill_is_one_run_and_rematerialising_never_duplicates(pl
 def test_gaps_are_reported_not_filled(platform_factory):
     platform = platform_factory()
     result = platform.materialize("candles", partition_range=("2017-10-01", "2019-09-30"))
-    (materialization,) = result.asset_materializations_for_node("candles")
+    materialization = result.asset_materializations_for_node("candles")[0]
     assert materialization.metadata["gaps"].value == 9 + 13 + 14 + 17
     candles = platform.table("candles")
     bundled = sum(
-        pl.read_parquet(p).height
-        for p in (Path(__file__).resolve().parents[2] / "sapphire_market" / "data").glob("*_USD-30m.parquet")
+        pl.read_parquet(p).filter(pl.col("ts") < datetime(2019, 10, 1, tzinfo=UTC)).height
+        for p in BUNDLED_DATA_DIR.glob("*_USD-30m.parquet")
     )
-    assert candles.height == bundled  # every real candle, and not one invented
+    assert candles.height == bundled  # every real candle of the universe, and not one invented
 
 
 def plant(data_dir: Path, symbol: str, change) -> None:
@@ -92,14 +101,20 @@ DEFECTS = {
     ),
     "no_duplicates": lambda f: pl.concat([f, f.filter(at(f, 5))]).sort("ts", maintain_order=True),
     "ordered": lambda f: pl.concat(
-        [f.filter(pl.col("ts") < datetime(2018, 3, 1, 5, tzinfo=UTC)), f.filter(at(f, 6)), f.filter(at(f, 5)),
-         f.filter(pl.col("ts") > datetime(2018, 3, 1, 6, tzinfo=UTC))]
+        [
+            f.filter(pl.col("ts") < datetime(2018, 3, 1, 5, tzinfo=UTC)),
+            f.filter(at(f, 6)),
+            f.filter(at(f, 5)),
+            f.filter(pl.col("ts") > datetime(2018, 3, 1, 6, tzinfo=UTC)),
+        ]
     ),
 }
 
 
 @pytest.mark.parametrize("failing_check", sorted(DEFECTS))
-def test_each_defect_fails_its_own_check_and_features_do_not_run(platform_factory, data_copy, failing_check):
+def test_each_defect_fails_its_own_check_and_features_do_not_run(
+    platform_factory, data_copy, failing_check
+):
     plant(data_copy, "ETH", DEFECTS[failing_check])
     platform = platform_factory(data_dir=data_copy)
     result = platform.materialize(
@@ -122,27 +137,56 @@ def test_an_unknown_symbol_fails_before_anything_is_written(platform_factory):
     assert not (platform.state / "warehouse" / "candles").exists()
 
 
+def test_an_unreachable_exchange_is_one_clear_error_and_nothing_is_written(platform_factory):
+    """A live exchange cannot be reached from here; ccxt is pointed at a closed loopback port."""
+    platform = platform_factory(
+        settings_with(exchange="binance", symbols=["BTC/USDT"]),
+        ccxt_config={"httpsProxy": "http://127.0.0.1:9"},
+        max_retries=1,
+        retry_backoff_s=0.01,
+    )
+    result = platform.materialize("candles", partition=DAY, raise_on_error=False)
+    failure = result.failure_data_for_node("candles")
+    assert failure is not None
+    assert "'binance' unavailable" in str(failure.error) and "failed 2 times" in str(failure.error)
+    assert not (platform.state / "warehouse" / "candles").exists()
+
+
 def test_a_failed_symbol_is_retried_without_redownloading_the_others(platform_factory, data_copy):
     good = (data_copy / "ETH_USD-30m.parquet").read_bytes()
     (data_copy / "ETH_USD-30m.parquet").write_bytes(b"PAR1 damaged in transit")
     platform = platform_factory(data_dir=data_copy)
-    result = platform.materialize("candles", partition_range=("2018-03-01", "2018-03-10"), raise_on_error=False)
+    result = platform.materialize(
+        "candles", partition_range=("2018-03-01", "2018-03-10"), raise_on_error=False
+    )
     failure = result.failure_data_for_node("candles")
-    assert failure is not None and "ETH/USD" in str(failure.error) and "nothing was written" in str(failure.error)
+    assert (
+        failure is not None
+        and "ETH/USD" in str(failure.error)
+        and "nothing was written" in str(failure.error)
+    )
     assert not (platform.state / "warehouse" / "candles").exists()
 
     (data_copy / "ETH_USD-30m.parquet").write_bytes(good)
     platform = platform_factory(data_dir=data_copy)
     retry = platform.materialize("candles", partition_range=("2018-03-01", "2018-03-10"))
-    (materialization,) = retry.asset_materializations_for_node("candles")
+    materialization = retry.asset_materializations_for_node("candles")[0]
     assert materialization.metadata["days_downloaded"].value == 10  # ETH alone, not 40
     assert platform.table("candles")["symbol"].n_unique() == 4
 
 
 def test_partitions_materialise_on_synthetic_data(platform_factory):
-    settings = settings_with(exchange="synthetic", symbols=[f"SYN{i:03d}/USD" for i in range(4)], start="2024-01-01", end="2024-01-31")
+    settings = settings_with(
+        exchange="synthetic",
+        symbols=[f"SYN{i:03d}/USD" for i in range(4)],
+        start="2024-01-01",
+        end="2024-01-31",
+    )
     platform = platform_factory(settings)
-    result = platform.materialize(["candles", "trades", "funding_rates", "features"], partition_range=("2024-01-20", "2024-01-21"))
+    result = platform.materialize(
+        ["candles", "trades", "funding_rates", "features"],
+        partition_range=("2024-01-01", "2024-01-21"),
+    )
     assert result.success
-    assert platform.table("candles").height == 4 * 48 * 2
-    assert platform.table("features").height == 4 * 48 * 2
+    assert platform.table("candles").height == 4 * 48 * 21
+    assert platform.table("features").height == 4 * 48 * 21

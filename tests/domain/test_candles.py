@@ -1,5 +1,6 @@
 """The candle rules name exactly the rows that break them."""
 
+import itertools
 from datetime import UTC, datetime
 
 import polars as pl
@@ -20,7 +21,9 @@ def frame(rows: list[tuple[int, str, float, float, float, float, float]]) -> pl.
     ).with_columns(pl.col("ts").cast(c.TS_TYPE))
 
 
-def good(n: int = 5, symbol: str = "BTC/USD") -> list[tuple[int, str, float, float, float, float, float]]:
+def good(
+    n: int = 5, symbol: str = "BTC/USD"
+) -> list[tuple[int, str, float, float, float, float, float]]:
     return [(T0 + i * STEP, symbol, 100.0, 101.0, 99.0, 100.5, 10.0) for i in range(n)]
 
 
@@ -41,7 +44,10 @@ def test_nan_and_missing_values_are_named():
     rows = good()
     rows[1] = (rows[1][0], "BTC/USD", float("nan"), 101.0, 99.0, 100.0, 1.0)
     candles = frame(rows).with_columns(
-        pl.when(pl.col("ts") == pl.col("ts").max()).then(None).otherwise(pl.col("volume")).alias("volume")
+        pl.when(pl.col("ts") == pl.col("ts").max())
+        .then(None)
+        .otherwise(pl.col("volume"))
+        .alias("volume")
     )
     bad = c.nan_rows(candles)
     assert bad.height == 2
@@ -51,7 +57,10 @@ def test_non_positive_prices_and_negative_volume_are_named():
     rows = good()
     rows[0] = (rows[0][0], "BTC/USD", 0.0, 101.0, 99.0, 100.0, 1.0)
     rows[2] = (rows[2][0], "BTC/USD", 100.0, 101.0, 99.0, 100.0, -1.0)
-    assert c.non_positive_price_rows(frame(rows))["ts"].to_list() == frame(rows)["ts"].gather([0, 2]).to_list()
+    assert (
+        c.non_positive_price_rows(frame(rows))["ts"].to_list()
+        == frame(rows)["ts"].gather([0, 2]).to_list()
+    )
 
 
 def test_high_below_low_and_close_outside_the_range_are_named():
@@ -101,7 +110,7 @@ def test_gap_report_matches_a_direct_count(indexes):
     indexes = sorted(indexes)
     rows = [(T0 + i * STEP, "X/USD", 1.0, 1.0, 1.0, 1.0, 0.0) for i in indexes]
     (report,) = c.gap_reports(frame(rows), "30m")
-    gaps = [b - a - 1 for a, b in zip(indexes, indexes[1:]) if b - a > 1]
+    gaps = [b - a - 1 for a, b in itertools.pairwise(indexes) if b - a > 1]
     assert report.count == len(gaps)
     assert report.missing_bars == sum(gaps)
     assert report.longest_bars == max(gaps, default=0)

@@ -28,7 +28,9 @@ class CountingSource:
     def list_symbols(self) -> list[str]:
         return self.inner.list_symbols()
 
-    def fetch_candles(self, symbol: str, timeframe: str, start_ms: int, end_ms: int) -> pl.DataFrame:
+    def fetch_candles(
+        self, symbol: str, timeframe: str, start_ms: int, end_ms: int
+    ) -> pl.DataFrame:
         self.requests.append((symbol, start_ms, end_ms))
         return self.inner.fetch_candles(symbol, timeframe, start_ms, end_ms)
 
@@ -47,7 +49,10 @@ def test_consecutive_missing_days_are_one_request_and_a_second_read_none(tmp_pat
     again, downloaded = cache.fetch(source, "BTC/USD", "30m", ms(2018, 5, 1), ms(2018, 5, 11))
     assert downloaded == 0 and len(source.requests) == 1
     assert again.equals(first)
-    assert first.height == source.inner.fetch_candles("BTC/USD", "30m", ms(2018, 5, 1), ms(2018, 5, 11)).height
+    assert (
+        first.height
+        == source.inner.fetch_candles("BTC/USD", "30m", ms(2018, 5, 1), ms(2018, 5, 11)).height
+    )
 
 
 def test_only_missing_days_are_fetched_around_cached_ones(tmp_path):

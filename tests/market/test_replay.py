@@ -46,7 +46,9 @@ def test_coarser_timeframes_are_aggregated_from_complete_buckets():
     first = hours.row(0, named=True)
     pair = half_hours.head(2)
     assert first["open"] == pair["open"][0] and first["close"] == pair["close"][1]
-    assert first["high"] == pair["high"].max() and first["volume"] == pytest.approx(pair["volume"].sum())
+    assert first["high"] == pair["high"].max() and first["volume"] == pytest.approx(
+        pair["volume"].sum()
+    )
 
 
 def test_a_timeframe_the_data_cannot_make_is_named():
@@ -79,7 +81,7 @@ def test_a_corrupt_data_file_is_named(tmp_path):
     shutil.copy(BUNDLED_DATA_DIR / "BTC_USD-30m.parquet", tmp_path)
     (tmp_path / "ETH_USD-30m.parquet").write_bytes(b"PAR1 this is not parquet")
     exchange = ReplayExchange(data_dir=tmp_path)
-    with pytest.raises(DataFileError, match="ETH_USD-30m.parquet"):
+    with pytest.raises(DataFileError, match=r"ETH_USD-30m\.parquet"):
         exchange.fetch_candles("ETH/USD", "30m", 0, ms(2019, 1, 1))
 
 
