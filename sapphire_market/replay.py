@@ -145,24 +145,22 @@ class ReplayExchange:
         return closed_before(in_range, timeframe, self.now_ms())
 
     def fetch_trades(self, symbol: str, start_ms: int, end_ms: int) -> pl.DataFrame | None:
-        file = self._find(symbol, "trades")
-        if file is None:
-            return None
-        ts = pl.col("ts").dt.epoch("ms")
-        return self._read(file).filter(
-            ts.is_between(start_ms, end_ms, closed="left") & (ts <= self.now_ms())
-        )
+        return self._events(symbol, "trades", start_ms, end_ms)
 
     def fetch_funding(self, symbol: str, start_ms: int, end_ms: int) -> pl.DataFrame | None:
-        file = self._find(symbol, "funding")
+        return self._events(symbol, "funding", start_ms, end_ms)
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _events(self, symbol: str, kind: str, start_ms: int, end_ms: int) -> pl.DataFrame | None:
+        """Timestamped events (trades, funding prints) in the range that have happened by now."""
+        file = self._find(symbol, kind)
         if file is None:
             return None
         ts = pl.col("ts").dt.epoch("ms")
         return self._read(file).filter(
             ts.is_between(start_ms, end_ms, closed="left") & (ts <= self.now_ms())
         )
-
-    # --- internals ------------------------------------------------------------------------------
 
     def _find(self, symbol: str, kind: str) -> _DataFile | None:
         self._require_known(symbol)

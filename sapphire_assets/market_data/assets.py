@@ -93,15 +93,14 @@ def candle_summary(frame: pl.DataFrame, timeframe: str) -> pl.DataFrame:
 def build_market_data_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     universe = settings.universe
     partitions = time_partitions(universe)
-    market_asset = dg.asset(
+
+    @dg.asset(
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=GROUP,
         metadata=PARTITION_COLUMN,
         kinds={"polars"},
     )
-
-    @market_asset
     def candles(
         context: AssetExecutionContext, market_data: MarketDataResource
     ) -> dg.Output[pl.DataFrame]:
@@ -142,44 +141,53 @@ def build_market_data_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             },
         )
 
-    @market_asset
-    def trades(
-        context: AssetExecutionContext, market_data: MarketDataResource
-    ) -> dg.Output[pl.DataFrame]:
-        """Public trades of the symbols whose exchange publishes them; empty for the others."""
-        start_ms, end_ms = window_ms(context.partition_time_window)
-        source = market_data.source()
-        _require_universe(source, universe.symbols)
-        frames = _per_symbol(
-            context,
-            universe.symbols,
-            "trades",
-            lambda symbol: source.fetch_trades(symbol, start_ms, end_ms),
-        )
-        frame = pl.concat(frames) if frames else empty_trades()
-        return dg.Output(
-            frame,
-            metadata={"dagster/row_count": frame.height, "symbols_with_trades": len(frames)},
-        )
+    def sparse_market_asset(
+        name: str,
+        description: str,
+        fetch: Callable[[MarketDataSource, str, int, int], pl.DataFrame | None],
+        empty: Callable[[], pl.DataFrame],
+    ) -> dg.AssetsDefinition:
+        """An asset of data that only some symbols have (trades, funding): empty for the rest."""
 
-    @market_asset
-    def funding_rates(
-        context: AssetExecutionContext, market_data: MarketDataResource
-    ) -> dg.Output[pl.DataFrame]:
-        """Funding rates of the perpetuals in the universe; empty for spot symbols."""
-        start_ms, end_ms = window_ms(context.partition_time_window)
-        source = market_data.source()
-        _require_universe(source, universe.symbols)
-        frames = _per_symbol(
-            context,
-            universe.symbols,
-            "funding",
-            lambda symbol: source.fetch_funding(symbol, start_ms, end_ms),
+        @dg.asset(
+            name=name,
+            description=description,
+            partitions_def=partitions,
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            group_name=GROUP,
+            metadata=PARTITION_COLUMN,
+            kinds={"polars"},
         )
-        frame = pl.concat(frames) if frames else empty_funding()
-        return dg.Output(
-            frame,
-            metadata={"dagster/row_count": frame.height, "symbols_with_funding": len(frames)},
-        )
+        def _asset(
+            context: AssetExecutionContext, market_data: MarketDataResource
+        ) -> dg.Output[pl.DataFrame]:
+            start_ms, end_ms = window_ms(context.partition_time_window)
+            source = market_data.source()
+            _require_universe(source, universe.symbols)
+            frames = _per_symbol(
+                context,
+                universe.symbols,
+                name,
+                lambda symbol: fetch(source, symbol, start_ms, end_ms),
+            )
+            frame = pl.concat(frames) if frames else empty()
+            return dg.Output(
+                frame,
+                metadata={"dagster/row_count": frame.height, "symbols_with_data": len(frames)},
+            )
 
+        return _asset
+
+    trades = sparse_market_asset(
+        "trades",
+        "Public trades of the symbols whose exchange publishes them; empty for the others.",
+        lambda source, symbol, start, end: source.fetch_trades(symbol, start, end),
+        empty_trades,
+    )
+    funding_rates = sparse_market_asset(
+        "funding_rates",
+        "Funding rates of the perpetuals in the universe; empty for spot symbols.",
+        lambda source, symbol, start, end: source.fetch_funding(symbol, start, end),
+        empty_funding,
+    )
     return [candles, trades, funding_rates]

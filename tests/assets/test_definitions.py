@@ -14,7 +14,15 @@ from sapphire_domain.settings import load_settings
 from tests.assets.conftest import settings_with
 
 ASSETS = {"candles", "trades", "funding_rates", "features"}
-CANDLE_CHECKS = {"schema", "no_nan", "positive_prices", "consistent_ranges", "no_duplicates", "ordered", "gaps"}
+CANDLE_CHECKS = {
+    "schema",
+    "no_nan",
+    "positive_prices",
+    "consistent_ranges",
+    "no_duplicates",
+    "ordered",
+    "gaps",
+}
 
 
 def test_the_code_location_loads_with_every_asset_and_check():
@@ -33,18 +41,25 @@ def test_every_market_time_asset_backfills_in_a_single_run():
     for key in ASSETS:
         asset = defs.resolve_assets_def(key)
         assert asset.backfill_policy == dg.BackfillPolicy.single_run(), key
-        assert asset.partitions_def is not None and len(asset.partitions_def.get_partition_keys()) == 730
+        assert (
+            asset.partitions_def is not None
+            and len(asset.partitions_def.get_partition_keys()) == 730
+        )
 
 
 def test_an_open_ended_universe_includes_the_current_day():
-    defs = build_definitions(settings_with(end=None, exchange="binance", symbols=["BTC/USDT"]), "local")
+    defs = build_definitions(
+        settings_with(end=None, exchange="binance", symbols=["BTC/USDT"]), "local"
+    )
     partitions = defs.resolve_assets_def("candles").partitions_def
     assert isinstance(partitions, dg.TimeWindowPartitionsDefinition)
     last = partitions.get_last_partition_key()
     assert last is not None and last >= "2026-01-01"
 
 
-def test_the_environment_switch_selects_bigquery_and_credentials_from_the_environment(monkeypatch, tmp_path):
+def test_the_environment_switch_selects_bigquery_and_credentials_from_the_environment(
+    monkeypatch, tmp_path
+):
     monkeypatch.setenv("SAPPHIRE_ENV", "production")
     assert current_environment() == "production"
     resources = resources_for("production", load_settings(), tmp_path)
@@ -53,7 +68,9 @@ def test_the_environment_switch_selects_bigquery_and_credentials_from_the_enviro
     assert isinstance(resources["io_manager"], BigQueryWarehouseIOManager)
     market = resources["market_data"]
     # The secret is an EnvVar reference, resolved at run time and never stored in the definition.
-    assert isinstance(market.api_key, dg.EnvVar) and market.api_key.env_var_name == "EXCHANGE_API_KEY"
+    assert (
+        isinstance(market.api_key, dg.EnvVar) and market.api_key.env_var_name == "EXCHANGE_API_KEY"
+    )
     assert isinstance(resources["io_manager"].dataset, dg.EnvVar)
 
 
