@@ -1,0 +1,1 @@
+"""Agent forecasts, their models' lifecycle, the coordinator and the target portfolio."""

@@ -1,0 +1,354 @@
+"""Agent forecasts, the scorecard, the combined signal and the target portfolio.
+
+Wiring: ``build_agent_assets(settings)`` returns ``(assets, checks, jobs, schedules)``; the
+definitions need the resources ``model_store`` (ModelStoreResource) and ``bus`` (BusResource).
+"""
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from resources.bus import BusResource
+from resources.model_store import ModelStore, ModelStoreResource
+from sapphire_assets.agents.models import build_model_asset
+from sapphire_assets.agents.settings import AgentSettings
+from sapphire_assets.metadata import table
+from sapphire_assets.partitions import time_partitions
+from sapphire_domain.agents.forecast import ForecastBackend, empty_forecasts
+from sapphire_domain.agents.labels import LABEL, forward_returns
+from sapphire_domain.agents.models import QuantBackend
+from sapphire_domain.agents.skill import skill
+from sapphire_domain.agents.specs import AGENTS, AgentSpec
+from sapphire_domain.coordinator import SCORECARD_SCHEMA, combine, hedge_weights, score_forecasts
+from sapphire_domain.messages import TargetPortfolio, TargetPosition
+from sapphire_domain.portfolio import target_weights
+from sapphire_domain.settings import Settings
+from sapphire_domain.timeframes import bars_per_day, timeframe_ms
+
+GROUP = "agents"
+DEFAULT_AGENT_SETTINGS = AgentSettings()
+# (agent, quantitative backend) -> the backend that serves the agent; the quantitative backend is
+# the default and the fallback an LLM backend wraps.
+BackendChoice = Callable[[AgentSpec, QuantBackend], ForecastBackend]
+
+
+def _quant_only(agent: AgentSpec, quant: QuantBackend) -> ForecastBackend:
+    return quant
+
+
+def lineage_backend(store: ModelStore, agents: Sequence[str], embargo: timedelta) -> QuantBackend:
+    models = [store.load(a, v) for a in agents for v in store.lineage(a)]
+    return QuantBackend(models, embargo)
+
+
+def stale_agents(
+    store: ModelStore, agents: Sequence[str], at: datetime, max_age: timedelta
+) -> dict[str, float]:
+    """Agent -> age in hours of its champion's training cutoff at ``at``, for stale champions."""
+    stale = {}
+    for agent in agents:
+        champion = store.champion(agent)
+        if champion is None:
+            continue
+        cutoff = datetime.fromisoformat(
+            store.manifest(agent, champion)["training_window"]["cutoff"]
+        )
+        if at - cutoff > max_age:
+            stale[agent] = round((at - cutoff).total_seconds() / 3600, 1)
+    return stale
+
+
+def build_forecast_asset(
+    spec: AgentSpec, settings: Settings, agents: AgentSettings, choose: BackendChoice
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"{spec.name}_forecasts",
+        partitions_def=time_partitions(settings.universe),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"polars", "lightgbm"},
+        metadata={"partition_expr": "ts", "agent": spec.name, "role": spec.role},
+        ins={"features": dg.AssetIn("features")},
+        deps=[dg.AssetKey(f"{spec.name}_model")],
+        description=f"{spec.name} agent: {spec.role}",
+    )
+    def forecasts(
+        context: dg.AssetExecutionContext, model_store: ModelStoreResource, features: pl.DataFrame
+    ) -> dg.Output[pl.DataFrame]:
+        store = model_store.store()
+        quant = lineage_backend(store, [spec.name], agents.walk_forward.embargo)
+        backend = choose(spec, quant)
+        rows = empty_forecasts() if features.is_empty() else backend.forecast(spec, features)
+        window = context.partition_time_window
+        stale = stale_agents(store, [spec.name], window.end,
+                             timedelta(hours=model_store.max_champion_age_hours))  # fmt: skip
+        return dg.Output(
+            rows,
+            metadata={
+                "dagster/row_count": rows.height,
+                "backend": backend.name,
+                "model_versions": sorted(rows["model_version"].unique().to_list()),
+                "fallback_rows": int(rows["fallback"].sum()),
+                "champion": store.champion(spec.name) or "",
+                "stale_champion": spec.name in stale,
+                "champion_age_hours": stale.get(spec.name, 0.0),
+            },
+        )
+
+    return forecasts
+
+
+def _days(context: dg.AssetExecutionContext) -> list[datetime]:
+    window = context.partition_time_window
+    days, day = [], window.start
+    while day < window.end:
+        days.append(day)
+        day += timedelta(days=1)
+    return days
+
+
+def baseline_skill(labels: pl.DataFrame, features: pl.DataFrame) -> list[dict[str, object]]:
+    """Naive baselines on the same rows: always flat, and the sign of the last return."""
+    rows = labels.join(features.select("ts", "symbol", "ret_1"), on=["ts", "symbol"]).drop_nulls(
+        [LABEL, "ret_1"]
+    )
+    flat = rows.with_columns(pl.lit(0.5).alias("p_up"), pl.lit(0.0).alias("expected_return"))
+    last = rows.with_columns(
+        (0.5 + 0.05 * pl.col("ret_1").sign()).alias("p_up"),
+        pl.col("ret_1").alias("expected_return"),
+    )
+    return [
+        {"agent": "baseline_flat", **skill(flat)},
+        {"agent": "baseline_last_sign", **skill(last)},
+    ]
+
+
+def build_agent_assets(
+    settings: Settings,
+    agents: AgentSettings = DEFAULT_AGENT_SETTINGS,
+    choose_backend: BackendChoice = _quant_only,
+    with_trade_feedback: bool = False,
+) -> tuple[
+    list[dg.AssetsDefinition],
+    list[dg.AssetChecksDefinition],
+    list[Any],
+    list[dg.ScheduleDefinition],
+]:
+    timeframe = settings.universe.timeframe
+    step_ms = timeframe_ms(timeframe)
+    agents.walk_forward.check_embargo(step_ms)
+    partitions = time_partitions(settings.universe)
+    names = list(AGENTS)
+    models = [build_model_asset(s, agents, timeframe, with_trade_feedback) for s in AGENTS.values()]
+    forecasts = [build_forecast_asset(s, settings, agents, choose_backend) for s in AGENTS.values()]
+    previous_day = dg.TimeWindowPartitionMapping(
+        start_offset=-1, allow_nonexistent_upstream_partitions=True
+    )
+    lookback = dg.TimeWindowPartitionMapping(
+        start_offset=-agents.hedge.window_days, end_offset=-1,
+        allow_nonexistent_upstream_partitions=True,
+    )  # fmt: skip
+
+    @dg.asset(
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"polars"},
+        metadata={"partition_expr": "day"},
+        ins={
+            "features": dg.AssetIn("features", partition_mapping=previous_day),
+            **{n: dg.AssetIn(f"{n}_forecasts", partition_mapping=previous_day) for n in names},
+        },
+    )
+    def agent_scorecard(
+        context: dg.AssetExecutionContext, features: pl.DataFrame, **agent_forecasts: pl.DataFrame
+    ) -> dg.Output[pl.DataFrame]:
+        """Each agent's skill per day: IC, hit rate, log-loss, Brier and calibration gap of the
+        forecasts whose labels ended that day (known at its end; no look-ahead)."""
+        labels = forward_returns(features, agents.walk_forward.horizon_bars, step_ms)
+        every = pl.concat(
+            [f for f in agent_forecasts.values() if not f.is_empty()] or [empty_forecasts()]
+        )
+        days = [d.date() for d in _days(context)]
+        card = score_forecasts(every, labels).filter(pl.col("day").is_in(days))
+        scored = every.join(labels, on=["ts", "symbol"]).filter(
+            pl.col("label_end").dt.date().is_in(days)
+        )
+        evaluation = [
+            {"agent": a, **skill(scored.filter(pl.col("agent") == a))} for a in names
+        ] + baseline_skill(scored.select("ts", "symbol", LABEL).unique(), features)
+        return dg.Output(
+            card,
+            metadata={
+                "dagster/row_count": card.height,
+                "out_of_sample_evaluation": table(pl.DataFrame(evaluation)),
+            },
+        )
+
+    @dg.asset(
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"polars"},
+        metadata={"partition_expr": "ts"},
+        ins={
+            "agent_scorecard": dg.AssetIn(partition_mapping=lookback),
+            **{n: dg.AssetIn(f"{n}_forecasts") for n in names},
+        },
+    )
+    def combined_signal(
+        context: dg.AssetExecutionContext,
+        model_store: ModelStoreResource,
+        agent_scorecard: pl.DataFrame,
+        **agent_forecasts: pl.DataFrame,
+    ) -> dg.Output[pl.DataFrame]:
+        """The agents combined with Hedge weights learned from their scorecards (see
+        ``sapphire_domain.coordinator``); stale champions weigh ``stale_factor``."""
+        store = model_store.store()
+        scorecard = (
+            agent_scorecard if agent_scorecard.height else pl.DataFrame(schema=SCORECARD_SCHEMA)
+        )
+        every = pl.concat(
+            [f for f in agent_forecasts.values() if not f.is_empty()] or [empty_forecasts()]
+        )
+        max_age = timedelta(hours=model_store.max_champion_age_hours)
+        parts, weight_rows = [], []
+        for day in _days(context):
+            stale = stale_agents(store, names, day + timedelta(days=1), max_age)
+            weights = hedge_weights(scorecard, names, day.date(), agents.hedge, stale=stale)
+            rows = every.filter(pl.col("ts").dt.date() == day.date())
+            parts.append(combine(rows, weights))
+            weight_rows += [
+                {
+                    "day": day.date().isoformat(),
+                    "agent": a,
+                    "weight": round(w, 4),
+                    "stale": a in stale,
+                }
+                for a, w in weights.items()
+            ]
+        combined = pl.concat(parts) if parts else combine(every, {})
+        window = (
+            scorecard.group_by("agent")
+            .agg(
+                pl.col("ic").mean().alias("mean_daily_ic"),
+                (pl.col("hit_rate") * pl.col("n")).sum() / pl.col("n").sum(),
+                pl.col("calibration_gap").mean(),
+                pl.col("n").sum(),
+            )
+            .sort("agent")
+        )
+        last_weights = {str(r["agent"]): r["weight"] for r in weight_rows[-len(names) :]}
+        return dg.Output(
+            combined,
+            metadata={
+                "dagster/row_count": combined.height,
+                "weights": dg.MetadataValue.json(last_weights),
+                "weights_by_day": table(pl.DataFrame(weight_rows).tail(40)),
+                "scorecard_window": table(window),
+                "method": "Hedge on per-row Brier loss, trailing window "
+                f"{agents.hedge.window_days} days, eta="
+                f"{agents.hedge.eta if agents.hedge.eta is not None else 'sqrt(8 ln N / T)'}, "
+                f"mix={agents.hedge.mix}",
+            },
+        )
+
+    @dg.asset(
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"polars", "redis"},
+        metadata={"partition_expr": "ts"},
+        ins={"combined_signal": dg.AssetIn(), "features": dg.AssetIn(), "candles": dg.AssetIn()},
+    )
+    def target_portfolio(
+        context: dg.AssetExecutionContext,
+        bus: BusResource,
+        combined_signal: pl.DataFrame,
+        features: pl.DataFrame,
+        candles: pl.DataFrame,
+    ) -> dg.Output[pl.DataFrame]:
+        """Target weights at the last bar of each day (vol-targeted, capped, with a no-trade
+        band); the latest is published to the bus as a TargetPortfolio."""
+        latest = bus.latest_target()
+        previous = latest.weights() if latest else {}
+        step = timedelta(milliseconds=step_ms)
+        per_year = bars_per_day(timeframe) * 365
+        rows, target = [], None
+        inputs = combined_signal.join(
+            features.select("ts", "symbol", "realized_vol"), on=["ts", "symbol"], how="left"
+        ).join(candles.select("ts", "symbol", "close"), on=["ts", "symbol"], how="left")
+        for day in _days(context):
+            today = inputs.filter(pl.col("ts").dt.date() == day.date())
+            if today.is_empty():
+                continue
+            at: datetime = today["ts"].max()  # type: ignore[assignment]
+            now = today.filter(pl.col("ts") == at)
+            weights = target_weights(
+                dict(zip(now["symbol"], now["p_up"], strict=True)),
+                dict(zip(now["symbol"], now["realized_vol"], strict=True)),
+                previous, per_year, agents.portfolio,
+            )  # fmt: skip
+            created = at + step  # decided at the candle's close
+            key = day.date().isoformat()
+            target = TargetPortfolio(
+                version=int(created.timestamp()),
+                created_at=created,
+                valid_until=created + step * agents.target_valid_bars,
+                positions=tuple(
+                    TargetPosition(symbol=s, weight=w) for s, w in sorted(weights.items())
+                ),
+                model_versions=dict(
+                    v.split("=", 1) for v in ",".join(now["model_versions"]).split(",") if v
+                ),
+                partitions={"combined_signal": key, "features": key, "candles": key},
+                reference_prices={
+                    s: float(c) for s, c in zip(now["symbol"], now["close"], strict=True) if c
+                },
+            )
+            rows += [
+                {
+                    "ts": at,
+                    "symbol": s,
+                    "weight": w,
+                    "version": target.version,
+                    "created_at": created,
+                    "valid_until": target.valid_until,
+                }
+                for s, w in sorted(weights.items())
+            ]
+            previous = weights
+        published = ""
+        if target is not None and (latest is None or target.version > latest.version):
+            published = bus.publish_target(target)
+        frame = pl.DataFrame(rows, schema={
+            "ts": pl.Datetime("ms", "UTC"), "symbol": pl.String, "weight": pl.Float64,
+            "version": pl.Int64, "created_at": pl.Datetime("ms", "UTC"),
+            "valid_until": pl.Datetime("ms", "UTC"),
+        })  # fmt: skip
+        return dg.Output(
+            frame,
+            metadata={
+                "dagster/row_count": frame.height,
+                "version": target.version if target else 0,
+                "published_entry": published or "not published (not newer than the bus's)",
+                "model_versions": dg.MetadataValue.json(target.model_versions if target else {}),
+                "gross": sum(abs(p.weight) for p in target.positions) if target else 0.0,
+                "weights": table(frame.tail(len(AGENTS) * 4)),
+            },
+        )
+
+    retrain = dg.define_asset_job(
+        "retrain_agents",
+        selection=[m.key for m in models],
+        description="Retrain every agent's challenger; the blocking check promotes the better.",
+    )
+    schedule = dg.ScheduleDefinition(
+        name="retrain_agents_schedule", job=retrain, cron_schedule=agents.retrain_cron,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+    )  # fmt: skip
+    assets = [*models, *forecasts, agent_scorecard, combined_signal, target_portfolio]
+    return assets, [], [retrain], [schedule]
