@@ -1,0 +1,1 @@
+"""Strategy performance: backtests of the configured strategies, one UTC day per partition."""
