@@ -1,0 +1,598 @@
+"""The execution service loop: targets in, orders to the venue, fills out.
+
+For each target read from the bus (consumer group, see ``bus``):
+
+1. **Validate.** A malformed entry, a version older than one already traded, or a version that
+   repeats a traded one under another stream id goes to the dead-letter stream with its reason.
+   When several valid targets arrive in one read, only the newest is traded and the older ones
+   are acknowledged as superseded: the service trades the latest target, never a queue of them.
+2. **Decide.** ``plan_orders`` diffs the target against the journal's positions; every order
+   passes ``RiskEngine.check``; denials are counted, logged and published as order events.
+3. **Write ahead.** A ``begin`` record naming the approved client order ids is fsynced before
+   anything reaches the venue, so a crash after this point is recovered by looking those ids up.
+4. **Submit** each approved order (an id the journal already knows is never sent again).
+5. **Commit.** Fills, order events and ``done`` go to the journal in one fsynced write, then to
+   the bus (idempotently, by key), and only then is the target acknowledged.
+
+Every ``tick_seconds`` the service refreshes prices and equity, feeds equity to the kill switch
+(a drawdown breach halts within that tick), persists the risk state, and updates the metrics.
+
+At start it replays the journal, restores the persisted risk state, looks up the orders of any
+target that was in flight, and reconciles positions and open orders with the venue; if they
+disagree beyond ``reconcile_tolerance`` it halts (persisted) and refuses to run. It then
+republishes the journal's outbox, which is a no-op for what the bus already has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from sapphire_domain.errors import SapphireError
+from sapphire_domain.messages import (
+    FILLS_STREAM,
+    ORDERS_STREAM,
+    RISK_STREAM,
+    Fill,
+    MalformedMessageError,
+    OrderEvent,
+    OrderStatus,
+    RiskEvent,
+    Side,
+    TargetPortfolio,
+    decode,
+    encode,
+)
+from sapphire_domain.orders import OrderIntent, OrderPlanningError, plan_orders
+from sapphire_domain.risk import RiskConfig, RiskEngine
+from sapphire_exec.bus import BUS_ERRORS, Entry, ExecutionBus
+from sapphire_exec.config import ExecSettings
+from sapphire_exec.journal import Journal
+from sapphire_exec.metrics import ExecMetrics
+from sapphire_exec.venues.base import (
+    Quote,
+    Venue,
+    VenueOrder,
+    VenueRejectedError,
+    VenueUnavailableError,
+)
+
+log = structlog.get_logger("sapphire_exec")
+
+
+class ReconciliationError(SapphireError):
+    """The journal and the venue disagree beyond tolerance: the service must not trade."""
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass
+class Decision:
+    """What one target turned into before anything reached the venue."""
+
+    target: TargetPortfolio
+    entry: Entry
+    approved: list[OrderIntent]
+    denied: list[tuple[OrderIntent, str, str]]  # order, reason code, detail
+    recovering: bool
+
+
+class ExecutionService:
+    def __init__(
+        self,
+        settings: ExecSettings,
+        venue: Venue,
+        bus: ExecutionBus,
+        metrics: ExecMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.venue = venue
+        self.bus = bus
+        self.metrics = metrics or ExecMetrics()
+        self.risk_config = RiskConfig(**settings.risk)
+        self.risk = RiskEngine(self.risk_config)
+        self.journal: Journal | None = None
+        self.positions: dict[str, float] = {}
+        self.known_orders: set[str] = set()  # client order ids whose outcome is journalled
+        self.fill_ids: set[str] = set()
+        self.done: dict[int, str] = {}
+        self.begun: dict[int, str] = {}
+        self.quotes: dict[str, Quote] = {}
+        self.equity = math.nan
+        self.baseline_equity: float | None = None
+        self.latest_target: TargetPortfolio | None = None
+        self.ready = False
+        self.bus_ok = False
+        self._persisted_risk: str = ""
+        self._last_tick = 0.0
+
+    # --- startup ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self._restore_risk()
+        self.journal = Journal(settings.journal_path)
+        state = self.journal.replay()
+        self.done, self.begun = state.done, state.begun
+        self.fill_ids = set(state.fill_ids)
+        for fill in state.fills:
+            self._apply_fill(fill["symbol"], Side(fill["side"]), float(fill["quantity"]))
+        for record in state.outbox:
+            if record["stream"] == ORDERS_STREAM:
+                self.known_orders.add(record["key"].rsplit(":", 1)[0])
+        await self.venue.start()
+        await self._recover_in_flight()
+        await self._reconcile()
+        await self.tick()
+        await self._connect_bus()
+        self.ready = True
+        log.info(
+            "started",
+            venue=self.venue.name,
+            positions=self.positions,
+            trading_state=self.risk.state.value,
+            last_version=max(self.done, default=0),
+        )
+
+    async def _recover_in_flight(self) -> None:
+        """Adopt the venue's fills for orders of targets that a crash left in flight."""
+        assert self.journal is not None
+        for version in sorted(self.begun):
+            cids = self._begun_cids.get(version, [])
+            for cid, symbol in cids:
+                if cid in self.known_orders:
+                    continue
+                order = await self.venue.fetch_order(cid, symbol)
+                if order is not None:
+                    self._commit_orders(version, [(order, None)], extra=[])
+                    log.info("recovered_order", client_order_id=cid, status=order.status.value)
+
+    @property
+    def _begun_cids(self) -> dict[int, list[tuple[str, str]]]:
+        assert self.journal is not None
+        found: dict[int, list[tuple[str, str]]] = {}
+        for record in self.journal.records():
+            if record["t"] == "begin" and record["version"] in self.begun:
+                found[record["version"]] = [(c, s) for c, s in record["orders"]]
+        return found
+
+    async def _reconcile(self) -> None:
+        venue_positions = await self.venue.fetch_positions()
+        tolerance = self.settings.reconcile_tolerance
+        symbols = set(venue_positions) | set(self.positions)
+        differences = {
+            s: (self.positions.get(s, 0.0), venue_positions.get(s, 0.0))
+            for s in sorted(symbols)
+            if abs(self.positions.get(s, 0.0) - venue_positions.get(s, 0.0)) > tolerance
+        }
+        unknown_open = [
+            o.client_order_id
+            for o in await self.venue.fetch_open_orders()
+            if o.client_order_id not in self.known_orders
+        ]
+        if differences or unknown_open:
+            now = self.venue.now_ms()
+            event = self.risk.halt("reconciliation failed", now)
+            self._persist_risk(force=True)
+            self._journal_out([(RISK_STREAM, f"risk:{uuid.uuid4()}", encode(event))], sync=True)
+            log.error(
+                "reconciliation_failed",
+                differences={s: {"journal": j, "venue": v} for s, (j, v) in differences.items()},
+                unknown_open_orders=unknown_open,
+            )
+            raise ReconciliationError(
+                f"journal and venue disagree: positions {differences}, "
+                f"open orders unknown to the journal {unknown_open}"
+            )
+        log.info("reconciled", positions=self.positions)
+
+    async def _connect_bus(self) -> None:
+        """(Re)join the consumer group and republish the outbox; safe to repeat."""
+        assert self.journal is not None
+        await self.bus.prepare()
+        outbox = [(r["stream"], r["key"], r["fields"]) for r in self.journal.replay().outbox]
+        published = await self.bus.publish_once(outbox)
+        self.bus_ok = True
+        if published:
+            log.info("outbox_republished", messages=published)
+
+    # --- the risk state -----------------------------------------------------------------------
+
+    def _restore_risk(self) -> None:
+        path = self.settings.risk_state_path
+        if path.exists():
+            saved = json.loads(path.read_text())
+            self.risk = RiskEngine.restore(self.risk_config, saved["risk"])
+            self.baseline_equity = saved.get("baseline_equity")
+        self.metrics.set_state(self.risk.state)
+
+    def _persist_risk(self, *, force: bool = False) -> None:
+        text = json.dumps({"risk": self.risk.snapshot(), "baseline_equity": self.baseline_equity})
+        if text == self._persisted_risk and not force:
+            return
+        _atomic_write(self.settings.risk_state_path, text)
+        self._persisted_risk = text
+
+    async def apply_risk_event(self, event: RiskEvent | None) -> None:
+        """Persist the state first, then journal and publish the event."""
+        if event is None:
+            return
+        self._persist_risk(force=True)
+        self.metrics.set_state(self.risk.state)
+        item = (RISK_STREAM, f"risk:{uuid.uuid4()}", encode(event))
+        self._journal_out([item], sync=True)
+        log.warning(
+            "risk_event", state=event.state.value, previous=event.previous_state.value,
+            reason=event.reason, detail=event.detail,
+        )  # fmt: skip
+        try:
+            await self.bus.publish_once([item])
+        except BUS_ERRORS:
+            self.bus_ok = False  # republished from the outbox on reconnect
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        block_ms = int(min(200, self.settings.tick_seconds * 1000))
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                if not self.bus_ok:
+                    await self._connect_bus()
+                    log.info("bus_connected")
+                    backoff = 0.1
+                entries = await self.bus.read_targets(self.settings.read_batch, block_ms)
+                if entries:
+                    await self.process(entries)
+                if time.monotonic() - self._last_tick >= self.settings.tick_seconds:
+                    await self.tick()
+            except BUS_ERRORS as error:
+                if self.bus_ok:
+                    log.warning("bus_unavailable", error=type(error).__name__)
+                self.bus_ok = False
+                self.bus.redeliver_pending()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                backoff = min(backoff * 2, 2.0)
+            except VenueUnavailableError as error:
+                await self.apply_risk_event(self.risk.on_error(self.venue.now_ms(), str(error)))
+                log.warning("venue_unavailable", error=str(error))
+                self.bus.redeliver_pending()
+                await asyncio.sleep(1.0)
+
+    async def process(self, entries: list[Entry]) -> None:
+        received = time.perf_counter()
+        valid: list[tuple[Entry, TargetPortfolio]] = []
+        for entry in entries:
+            target = await self._validate(entry)
+            if target is not None:
+                valid.append((entry, target))
+        if not valid:
+            return
+        newest = max(valid, key=lambda pair: pair[1].version)
+        superseded = [pair for pair in valid if pair is not newest]
+        for entry, target in superseded:
+            self._mark_done(target.version, entry.msg_id, "superseded")
+        if superseded:
+            await self.bus.ack(e.msg_id for e, _ in superseded)
+        await self.trade(newest[0], newest[1], received)
+
+    async def _validate(self, entry: Entry) -> TargetPortfolio | None:
+        try:
+            message = decode(entry.fields)
+        except MalformedMessageError as error:
+            await self._dead_letter(entry, f"malformed: {error}")
+            return None
+        if not isinstance(message, TargetPortfolio):
+            await self._dead_letter(entry, f"not a target portfolio: {message.kind}")
+            return None
+        version = message.version
+        if version in self.done:
+            if self.done[version] == entry.msg_id:  # our own redelivery after a crash
+                await self.bus.ack([entry.msg_id])
+            else:
+                await self._dead_letter(entry, f"repeated version {version}")
+            return None
+        highest = max(self.done, default=0)
+        if version < highest:
+            await self._dead_letter(
+                entry, f"out of order: version {version} is older than {highest}, already traded"
+            )
+            return None
+        return message
+
+    async def _dead_letter(self, entry: Entry, reason: str) -> None:
+        await self.bus.dead_letter(entry, reason)
+        self.metrics.dead_letters.inc()
+        log.warning("dead_letter", msg_id=entry.msg_id, reason=reason[:500])
+
+    def decide(self, entry: Entry, target: TargetPortfolio) -> Decision:
+        """Plan and risk-check one target: pure computation on cached prices and positions."""
+        now = self.venue.now_ms()
+        prices = {s: q.price for s, q in self.quotes.items()}
+        approved: list[OrderIntent] = []
+        denied: list[tuple[OrderIntent, str, str]] = []
+        try:
+            intents = plan_orders(
+                target,
+                self.positions,
+                prices,
+                self.equity,
+                lot_sizes=self.settings.orders.lot_for([*target.weights(), *self.positions]),
+                no_trade_band=self.settings.orders.no_trade_band,
+                min_notional=self.settings.orders.min_notional,
+            )
+        except OrderPlanningError as error:
+            log.error("planning_failed", version=target.version, error=str(error))
+            intents = []
+        # Positions as they will be once the orders before this one have filled, so that each
+        # check sees the exposure the earlier orders of the same target create.
+        projected = dict(self.positions)
+        for intent in intents:
+            if intent.client_order_id in self.known_orders:
+                continue  # already at the venue (recovered after a crash): never sent twice
+            quote = self.quotes[intent.symbol]
+            decision = self.risk.check(
+                intent,
+                target=target,
+                now_ms=now,
+                market_price=quote.price,
+                price_ts_ms=quote.ts_ms,
+                positions=projected,
+                prices=prices,
+                equity=self.equity,
+            )
+            if decision.approved:
+                approved.append(intent)
+                projected[intent.symbol] = projected.get(intent.symbol, 0.0) + (
+                    intent.signed_quantity
+                )
+            else:
+                reason = str(decision.reason)
+                denied.append((intent, reason, decision.detail))
+        return Decision(target, entry, approved, denied, target.version in self.begun)
+
+    async def trade(self, entry: Entry, target: TargetPortfolio, received: float) -> None:
+        assert self.journal is not None
+        self.latest_target = target
+        await self._refresh_quotes([*target.weights(), *self.positions])
+        decision = self.decide(entry, target)
+        self.metrics.decision_latency.observe(time.perf_counter() - received)
+        version = target.version
+        extra: list[tuple[str, str, dict[str, str]]] = []
+        for intent, reason, detail in decision.denied:
+            self.metrics.risk_denials.labels(reason=reason).inc()
+            self.metrics.orders.labels(intent.symbol, intent.side.value, "denied").inc()
+            log.info(
+                "order_denied", client_order_id=intent.client_order_id, reason=reason,
+                detail=detail,
+            )  # fmt: skip
+            event = OrderEvent(
+                client_order_id=intent.client_order_id, target_version=version,
+                symbol=intent.symbol, side=intent.side, quantity=intent.quantity,
+                status=OrderStatus.DENIED, reason=reason, ts=_utc(self.venue.now_ms()),
+            )  # fmt: skip
+            extra.append((ORDERS_STREAM, f"{intent.client_order_id}:denied", encode(event)))
+        if decision.approved:
+            orders = [[o.client_order_id, o.symbol] for o in decision.approved]
+            self.journal.append(
+                [{"t": "begin", "version": version, "msg_id": entry.msg_id, "orders": orders}],
+                sync=True,
+            )
+            self.begun[version] = entry.msg_id
+        results: list[tuple[VenueOrder, OrderIntent | None]] = []
+        for intent in decision.approved:
+            placed = await self._submit(intent, decision.recovering)
+            results.append((placed, intent))
+        items = self._commit_orders(version, results, extra, msg_id=entry.msg_id)
+        await self.bus.publish_once(items)
+        await self.bus.ack([entry.msg_id])
+        log.info(
+            "target_traded", version=version, orders=len(decision.approved),
+            denied=len(decision.denied),
+        )  # fmt: skip
+
+    async def _submit(self, intent: OrderIntent, recovering: bool) -> VenueOrder:
+        if recovering:  # the order may have reached the venue before a crash
+            existing = await self.venue.fetch_order(intent.client_order_id, intent.symbol)
+            if existing is not None:
+                return existing
+        try:
+            return await self.venue.submit(intent)
+        except VenueRejectedError as error:
+            await self.apply_risk_event(self.risk.on_error(self.venue.now_ms(), str(error)))
+            return VenueOrder(
+                intent.client_order_id, intent.symbol, intent.side, intent.quantity,
+                OrderStatus.REJECTED, reason=str(error)[:200],
+            )  # fmt: skip
+
+    def _commit_orders(
+        self,
+        version: int,
+        results: list[tuple[VenueOrder, OrderIntent | None]],
+        extra: list[tuple[str, str, dict[str, str]]],
+        msg_id: str | None = None,
+    ) -> list[tuple[str, str, dict[str, str]]]:
+        """Journal the orders' outcomes and fills (and ``done``) in one fsync; returns the
+        bus items to publish."""
+        assert self.journal is not None
+        records: list[dict[str, Any]] = []
+        items = list(extra)
+        now = self.venue.now_ms()
+        for order, intent in results:
+            reference = intent.reference_price if intent is not None else None
+            for execution in order.fills:
+                fill_id = f"{self.venue.name}:{execution.fill_id}"
+                if fill_id in self.fill_ids:
+                    continue
+                fill = Fill(
+                    fill_id=fill_id, client_order_id=order.client_order_id,
+                    target_version=version, symbol=order.symbol, side=order.side,
+                    quantity=execution.quantity, price=execution.price, fee=execution.fee,
+                    liquidity=execution.liquidity, venue=self.venue.name,
+                    ts=_utc(execution.ts_ms), reference_price=reference,
+                )  # fmt: skip
+                records.append({"t": "fill", "fill": fill.model_dump(mode="json")})
+                items.append((FILLS_STREAM, fill_id, encode(fill)))
+                self.fill_ids.add(fill_id)
+                self._apply_fill(order.symbol, order.side, execution.quantity)
+                self.metrics.fills.labels(order.symbol, order.side.value).inc()
+            event = OrderEvent(
+                client_order_id=order.client_order_id, target_version=version,
+                symbol=order.symbol, side=order.side, quantity=order.quantity,
+                status=order.status, reason=order.reason, ts=_utc(now),
+            )  # fmt: skip
+            items.append((ORDERS_STREAM, f"{order.client_order_id}:{order.status}", encode(event)))
+            self.known_orders.add(order.client_order_id)
+            self.metrics.orders.labels(order.symbol, order.side.value, order.status.value).inc()
+        records += [{"t": "out", "stream": s, "key": k, "fields": f} for s, k, f in items]
+        if msg_id is not None:
+            records.append({"t": "done", "version": version, "msg_id": msg_id, "outcome": "traded"})
+            self.done[version] = msg_id
+            self.begun = {v: m for v, m in self.begun.items() if v > version}
+        self.journal.append(records, sync=bool(results) or version in self.begun)
+        return items
+
+    def _mark_done(self, version: int, msg_id: str, outcome: str) -> None:
+        assert self.journal is not None
+        self.journal.append(
+            [{"t": "done", "version": version, "msg_id": msg_id, "outcome": outcome}], sync=False
+        )
+        self.done[version] = msg_id
+
+    def _journal_out(self, items: list[tuple[str, str, dict[str, str]]], *, sync: bool) -> None:
+        assert self.journal is not None
+        self.journal.append(
+            [{"t": "out", "stream": s, "key": k, "fields": f} for s, k, f in items], sync=sync
+        )
+
+    def _apply_fill(self, symbol: str, side: Side, quantity: float) -> None:
+        signed = quantity if side is Side.BUY else -quantity
+        self.positions[symbol] = self.positions.get(symbol, 0.0) + signed
+
+    # --- the tick -----------------------------------------------------------------------------
+
+    async def _refresh_quotes(self, symbols: list[str]) -> None:
+        missing = [s for s in dict.fromkeys(symbols) if s not in self.quotes]
+        if missing:
+            self.quotes.update(await self.venue.quotes(missing))
+
+    async def tick(self) -> None:
+        """Prices, equity and the kill switch, the persisted risk state, and the metrics."""
+        self._last_tick = time.monotonic()
+        now = self.venue.now_ms()
+        symbols = list(dict.fromkeys([*self.positions, *self.quotes]))
+        if self.latest_target is not None:
+            symbols += [s for s in self.latest_target.weights() if s not in symbols]
+        self.quotes = await self.venue.quotes(symbols) if symbols else {}
+        balance = await self.venue.fetch_balance()
+        self.equity = balance.equity
+        if self.baseline_equity is None:
+            self.baseline_equity = balance.equity
+        await self.apply_risk_event(self.risk.on_equity(balance.equity, now))
+        self._persist_risk()
+        m = self.metrics
+        gross = 0.0
+        for symbol, quantity in self.positions.items():
+            price = self.quotes[symbol].price if symbol in self.quotes else math.nan
+            m.position.labels(symbol).set(quantity)
+            m.position_notional.labels(symbol).set(quantity * price)
+            gross += abs(quantity * price)
+        m.gross_exposure.set(gross)
+        m.pnl.set(balance.equity - self.baseline_equity)
+        peak = self.risk.peak_equity
+        m.drawdown.set(max(0.0, 1.0 - balance.equity / peak) if peak else 0.0)
+        m.set_state(self.risk.state)
+        if self.latest_target is not None:
+            m.target_age.set(max(0.0, (now - _ms(self.latest_target.created_at)) / 1000))
+        if self.bus_ok:
+            try:
+                m.bus_lag.set(await self.bus.lag())
+            except BUS_ERRORS:
+                self.bus_ok = False
+
+    # --- control ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "trading_state": self.risk.state.value,
+            "reason": self.risk.reason,
+            "positions": self.positions,
+            "equity": self.equity,
+            "last_version": max(self.done, default=0),
+            "ready": self.ready,
+            "bus_connected": self.bus_ok,
+        }
+
+    async def halt(self, reason: str) -> None:
+        await self.apply_risk_event(self.risk.halt(reason, self.venue.now_ms()))
+
+    async def resume(self, token: str) -> None:
+        """Back to ACTIVE through the risk engine's authenticated reset (raises if refused)."""
+        expected = self.settings.control_token
+        event = self.risk.reset(
+            token, expected.get_secret_value() if expected else "", self.venue.now_ms()
+        )
+        await self.apply_risk_event(event)
+
+    # --- shutdown -----------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Handle open orders as configured, and flush the journal and the risk state."""
+        try:
+            if self.settings.on_shutdown == "cancel" and self.ready:
+                for order in await self.venue.fetch_open_orders():
+                    cancelled = await self.venue.cancel(order.client_order_id, order.symbol)
+                    log.info("order_cancelled", client_order_id=order.client_order_id)
+                    if cancelled is not None:
+                        version = _version_of(cancelled.client_order_id)
+                        items = self._commit_orders(version, [(cancelled, None)], [])
+                        if self.bus_ok:
+                            await self.bus.publish_once(items)
+        finally:
+            self._persist_risk(force=True)
+            if self.journal is not None:
+                self.journal.close()
+                self.journal = None
+            await self.venue.close()
+            await self.bus.close()
+            log.info("stopped", trading_state=self.risk.state.value, positions=self.positions)
+
+
+def _version_of(client_order_id: str) -> int:
+    """The target version in a client order id (``t{version}-…``, see ``orders``)."""
+    digits = client_order_id[1:].split("-", 1)[0].rstrip("o")
+    return int(digits) if digits.isdigit() else 1
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write, fsync and rename, so a crash leaves the old file or the new one, never half."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
