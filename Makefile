@@ -9,7 +9,7 @@ export UV_LINK_MODE := copy
 export UV_SYSTEM_CERTS := 1
 export DAGSTER_HOME := $(CURDIR)/var/dagster_home
 
-.PHONY: run test lint typecheck check bench sync clean
+.PHONY: run test lint typecheck check bench sync llm-env clean
 
 $(UV):
 	python3 -m venv .tools
@@ -24,7 +24,11 @@ sync: .venv/.synced
 run: sync ## the platform on its embedded default: Dagster UI and daemon on http://127.0.0.1:3000
 	$(UV_RUN) sapphire run
 
-test: sync ## the whole test suite
+# vLLM on CPU lives in its own environment (var/llm-venv): it pins torch and is 3 GB.
+llm-env: $(UV)
+	bash scripts/install-llm.sh
+
+test: sync llm-env ## the whole test suite, the real vLLM engine included
 	$(UV_RUN) pytest -n 2 --dist loadfile
 
 lint: sync

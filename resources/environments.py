@@ -13,11 +13,15 @@ from typing import Any
 
 import dagster as dg
 
+from resources.bus import BusResource
 from resources.market_data import SYNTHETIC, MarketDataResource
+from resources.model_store import ModelStoreResource
 from resources.warehouse import LocalWarehouseIOManager
 from sapphire_domain.errors import ConfigError
 from sapphire_domain.settings import PROJECT_ROOT, Settings
 
+LOCAL_REDIS_PORT = 6390
+LOCAL_REDIS_URL = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
 LOCAL = "local"
 PRODUCTION = "production"
 ENVIRONMENTS = (LOCAL, PRODUCTION)
@@ -59,6 +63,9 @@ def resources_for(
                 download_cache_dir=str(state / "download_cache"),
                 **synthetic,
             ),
+            "model_store": ModelStoreResource(root=str(state / "models")),
+            # The project's own redis-server (``sapphire run`` starts it); REDIS_URL overrides.
+            "bus": BusResource(url=os.environ.get("REDIS_URL", LOCAL_REDIS_URL)),
             "io_manager": LocalWarehouseIOManager(root=str(state / "warehouse")),
         }
     if environment == PRODUCTION:
@@ -77,5 +84,7 @@ def resources_for(
                 project=dg.EnvVar("GCP_PROJECT"),
                 dataset=dg.EnvVar("BIGQUERY_DATASET"),
             ),
+            "model_store": ModelStoreResource(root=dg.EnvVar("MODEL_STORE")),
+            "bus": BusResource(url=dg.EnvVar("REDIS_URL")),
         }
     raise ConfigError(f"unknown environment {environment!r}: use one of {', '.join(ENVIRONMENTS)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,19 +35,44 @@ def _state_dir() -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Redis for the bus, then the Dagster UI and daemon; Ctrl-C stops both."""
+    from resources.environments import LOCAL_REDIS_PORT
+    from sapphire_bus.server import RedisServer
+
     home = dagster_home()
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    redis_server = None
+    if "REDIS_URL" not in os.environ:
+        redis_server = RedisServer(_state_dir() / "redis", port=LOCAL_REDIS_PORT).start()
+        env["REDIS_URL"] = redis_server.url
     dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
     console.print(
         f"[bold]Sapphire[/bold]: Dagster UI on [cyan]http://{args.host}:{args.port}[/cyan] "
-        f"(DAGSTER_HOME={home}); Ctrl-C stops it."
+        f"(DAGSTER_HOME={home}); bus on {env['REDIS_URL']}; Ctrl-C stops everything."
     )
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
     command = [
         dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
         "-h", args.host, "-p", str(args.port),
     ]  # fmt: skip
-    os.chdir(PROJECT_ROOT)
-    os.execve(dagster, command, env)
+    try:
+        return subprocess.run(command, env=env, cwd=PROJECT_ROOT, check=False).returncode
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from sapphire_exec.cli import main as exec_main
+
+    return exec_main(args.rest)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from resources.model_store import main as models_main
+
+    return models_main([*args.rest, "--root", str(_state_dir() / "models")])
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -125,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--limit", type=int, default=50, help="rows to show")
     sql.set_defaults(handler=cmd_sql)
 
+    # Listed for --help; main() hands their arguments to their own parsers.
+    commands.add_parser("exec", help="run the execution service (sapphire exec --help)")
+    commands.add_parser("models", help="show, promote or roll back models: models rollback AGENT")
+
     replay = commands.add_parser("replay", help="show, start or reset the replay clock")
     replay.add_argument("action", choices=["status", "start", "reset"])
     replay.add_argument("--at", type=datetime.fromisoformat, help="simulated start (ISO time)")
@@ -134,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # These pass every option through to their own parsers, --help included.
+    passthrough = {"exec": cmd_exec, "models": cmd_models}
+    if argv and argv[0] in passthrough:
+        return passthrough[argv[0]](argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))

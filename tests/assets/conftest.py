@@ -50,6 +50,32 @@ class Platform:
             resources=resources,
         )
 
+    def override(
+        self,
+        assets: list[dg.AssetsDefinition] | tuple[()] = (),
+        asset_checks: list[dg.AssetChecksDefinition] | tuple[()] = (),
+        jobs: list[object] | None = None,
+        **resources: object,
+    ) -> None:
+        """Swap in test variants of assets (and their checks) and resources by key."""
+        replaced = {key for asset in assets for key in asset.keys}
+        kept_assets = [
+            a
+            for a in self.defs.assets or []
+            if not set(a.keys) & replaced  # type: ignore[union-attr]
+        ]
+        kept_checks = [
+            c
+            for c in self.defs.asset_checks or []
+            if not {k.asset_key for k in c.check_keys} & replaced
+        ]
+        self.defs = dg.Definitions(
+            assets=[*kept_assets, *assets],
+            asset_checks=[*kept_checks, *asset_checks],
+            jobs=jobs if jobs is not None else list(self.defs.jobs or []),
+            resources={**(self.defs.resources or {}), **resources},
+        )
+
     def materialize(
         self,
         selection: str | list[str],

@@ -13,7 +13,15 @@ from sapphire_domain.errors import ConfigError
 from sapphire_domain.settings import load_settings
 from tests.assets.conftest import settings_with
 
-ASSETS = {"candles", "trades", "funding_rates", "features"}
+MARKET_TIME_ASSETS = {"candles", "trades", "funding_rates", "features"}
+AGENTS = ("momentum", "microstructure", "sentiment", "timeseries")
+ASSETS = (
+    MARKET_TIME_ASSETS
+    | {f"{a}_model" for a in AGENTS}
+    | {f"{a}_forecasts" for a in AGENTS}
+    | {"agent_scorecard", "combined_signal", "target_portfolio", "strategy_performance"}
+    | {"trade_fills", "trade_feedback"}
+)
 CANDLE_CHECKS = {
     "schema",
     "no_nan",
@@ -31,14 +39,18 @@ def test_the_code_location_loads_with_every_asset_and_check():
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
-    assert {("candles", name) for name in CANDLE_CHECKS} | {("features", "no_lookahead")} == checks
+    promotions = {(f"{a}_model", "beats_champion") for a in AGENTS}
+    assert {("candles", n) for n in CANDLE_CHECKS} | {
+        ("features", "no_lookahead")
+    } | promotions == checks
     blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
-    assert blocking == (CANDLE_CHECKS - {"gaps"}) | {"no_lookahead"}
+    assert blocking == (CANDLE_CHECKS - {"gaps"}) | {"no_lookahead", "beats_champion"}
+    assert [job.name for job in defs.jobs] == ["retrain_agents"]
 
 
 def test_every_market_time_asset_backfills_in_a_single_run():
     defs = build_definitions(load_settings(), "local")
-    for key in ASSETS:
+    for key in MARKET_TIME_ASSETS:
         asset = defs.resolve_assets_def(key)
         assert asset.backfill_policy == dg.BackfillPolicy.single_run(), key
         assert (

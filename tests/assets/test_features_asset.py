@@ -57,11 +57,7 @@ def leaky_features(candles, timeframe, params, trades=None, funding=None):
 
 def test_the_look_ahead_check_catches_a_leaky_feature_and_nothing_is_written(platform_factory):
     platform = platform_factory()
-    leaky = build_features_asset(platform.settings, compute=leaky_features)
-    assets = [a for a in platform.defs.assets if a.key != dg.AssetKey("features")] + [leaky]
-    platform.defs = dg.Definitions(
-        assets=assets, asset_checks=platform.defs.asset_checks, resources=platform.defs.resources
-    )
+    platform.override([build_features_asset(platform.settings, compute=leaky_features)])
     platform.materialize(CHAIN[:3], partition_range=("2018-04-20", "2018-05-01"))
     result = platform.materialize(CHAIN, partition="2018-05-02", raise_on_error=False)
     check = checks_of(result)["no_lookahead"]
