@@ -105,7 +105,7 @@ class CcxtMarketData:
                 "configure them on the exchange object instead"
             )
         if exchange is None:
-            exchange = _build_exchange(
+            exchange = build_exchange(
                 exchange_id, api_key, secret, password, timeout_ms, options or {}
             )
         self._exchange = exchange
@@ -234,17 +234,7 @@ class CcxtMarketData:
     # --- internals -----------------------------------------------------------------------------
 
     def _enable_sandbox(self) -> None:
-        urls = getattr(self._exchange, "urls", None)
-        # ccxt 4.5 leaves urls["test"] as None on exchanges without a testnet, and then
-        # set_sandbox_mode fails with a TypeError instead of NotSupported: check first.
-        if isinstance(urls, Mapping) and not urls.get("test"):
-            raise ConfigError(f"exchange {self.name!r} has no sandbox (testnet) in ccxt")
-        try:
-            self._exchange.set_sandbox_mode(True)
-        except ccxt.NotSupported as error:
-            raise ConfigError(
-                f"exchange {self.name!r} has no sandbox (testnet) in ccxt: {self._redact(error)}"
-            ) from error
+        enable_sandbox(self._exchange, self.name)
 
     def _has(self, capability: str) -> bool:
         return bool((getattr(self._exchange, "has", None) or {}).get(capability))
@@ -362,29 +352,61 @@ class CcxtMarketData:
         ) from last_error
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter in [half, full] of the step, so it still grows."""
-        step = min(self.max_backoff_s, self.backoff_s * 2**attempt)
-        return step * (0.5 + 0.5 * self._rng.random())
+        return backoff_delay(attempt, self.backoff_s, self.max_backoff_s, self._rng)
 
     def _redact(self, error: object) -> str:
-        """The error's text with any credential replaced, as exchanges may echo a request."""
-        text = str(error)
-        for attribute in ("apiKey", "secret", "password"):
-            value = getattr(self._exchange, attribute, None)
-            if isinstance(value, str) and len(value) >= 4:
-                text = text.replace(value, _REDACTED)
-        return text
+        return redact_credentials(self._exchange, error)
 
 
-def _build_exchange(
+# --- shared with the execution service's ccxt venue (sapphire_exec.venues.ccxt) ---------------
+
+
+def backoff_delay(
+    attempt: int, backoff_s: float, max_backoff_s: float, rng: random.Random
+) -> float:
+    """Exponential backoff with jitter in [half, full] of the step, so it still grows."""
+    step = min(max_backoff_s, backoff_s * 2**attempt)
+    return step * (0.5 + 0.5 * rng.random())
+
+
+def redact_credentials(exchange: Any, error: object) -> str:
+    """The error's text with any credential replaced, as exchanges may echo a request."""
+    text = str(error)
+    for attribute in ("apiKey", "secret", "password"):
+        value = getattr(exchange, attribute, None)
+        if isinstance(value, str) and len(value) >= 4:
+            text = text.replace(value, _REDACTED)
+    return text
+
+
+def enable_sandbox(exchange: Any, name: str) -> None:
+    """Switch a ccxt exchange to its testnet; a ConfigError if ccxt knows none for it."""
+    urls = getattr(exchange, "urls", None)
+    # ccxt 4.5 leaves urls["test"] as None on exchanges without a testnet, and then
+    # set_sandbox_mode fails with a TypeError instead of NotSupported: check first.
+    if isinstance(urls, Mapping) and not urls.get("test"):
+        raise ConfigError(f"exchange {name!r} has no sandbox (testnet) in ccxt")
+    try:
+        exchange.set_sandbox_mode(True)
+    except ccxt.NotSupported as error:
+        raise ConfigError(
+            f"exchange {name!r} has no sandbox (testnet) in ccxt: "
+            f"{redact_credentials(exchange, error)}"
+        ) from error
+
+
+def build_exchange(
     exchange_id: str,
     api_key: str | None,
     secret: str | None,
     password: str | None,
     timeout_ms: int,
     options: Mapping[str, Any],
+    module: Any = ccxt,
 ) -> Any:
-    if exchange_id not in ccxt.exchanges:
+    """A ccxt exchange object with the rate limiter on; ``module`` is ``ccxt`` (synchronous) or
+    ``ccxt.async_support``."""
+    if exchange_id not in module.exchanges:
         close = difflib.get_close_matches(exchange_id, ccxt.exchanges, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(
@@ -395,7 +417,7 @@ def _build_exchange(
     config: dict[str, Any] = {**options, "enableRateLimit": True, "timeout": timeout_ms}
     credentials = {"apiKey": api_key, "secret": secret, "password": password}
     config.update({key: value for key, value in credentials.items() if value})
-    return getattr(ccxt, exchange_id)(config)
+    return getattr(module, exchange_id)(config)
 
 
 def _record_key(record: Mapping[str, Any]) -> Any:
