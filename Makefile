@@ -9,7 +9,7 @@ export UV_LINK_MODE := copy
 export UV_SYSTEM_CERTS := 1
 export DAGSTER_HOME := $(CURDIR)/var/dagster_home
 
-.PHONY: run test lint typecheck check bench sync llm-env clean
+.PHONY: run test lint typecheck check bench sync system-deps llm-env clean
 
 $(UV):
 	python3 -m venv .tools
@@ -19,7 +19,11 @@ $(UV):
 	$(UV) sync --frozen --extra production
 	touch $@
 
-sync: .venv/.synced
+# Debian libraries the wheels load from the system (OpenMP for LightGBM, NUMA for vLLM).
+system-deps:
+	bash scripts/install-system-deps.sh
+
+sync: system-deps .venv/.synced
 
 run: sync ## the platform on its embedded default: Dagster UI and daemon on http://127.0.0.1:3000
 	$(UV_RUN) sapphire run

@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from resources.bus import BusResource
+from resources.llm import LlmResource
 from resources.market_data import SYNTHETIC, MarketDataResource
 from resources.model_store import ModelStoreResource
 from resources.warehouse import LocalWarehouseIOManager
@@ -66,6 +67,11 @@ def resources_for(
             "model_store": ModelStoreResource(root=str(state / "models")),
             # The project's own redis-server (``sapphire run`` starts it); REDIS_URL overrides.
             "bus": BusResource(url=os.environ.get("REDIS_URL", LOCAL_REDIS_URL)),
+            "llm": LlmResource(
+                base_url=os.environ.get("VLLM_BASE_URL", "http://127.0.0.1:8000"),
+                model=os.environ.get("SAPPHIRE_LLM_MODEL", ""),
+                cache_dir=str(state / "llm_cache"),
+            ),
             "io_manager": LocalWarehouseIOManager(root=str(state / "warehouse")),
         }
     if environment == PRODUCTION:
@@ -86,5 +92,10 @@ def resources_for(
             ),
             "model_store": ModelStoreResource(root=dg.EnvVar("MODEL_STORE")),
             "bus": BusResource(url=dg.EnvVar("REDIS_URL")),
+            "llm": LlmResource(
+                base_url=dg.EnvVar("VLLM_BASE_URL"),
+                model=dg.EnvVar("VLLM_MODEL"),
+                cache_dir=str(state / "llm_cache"),
+            ),
         }
     raise ConfigError(f"unknown environment {environment!r}: use one of {', '.join(ENVIRONMENTS)}")

@@ -9,11 +9,12 @@ import dagster as dg
 
 from resources.environments import current_environment, resources_for
 from sapphire_assets.agents.assets import build_agent_assets
-from sapphire_assets.agents.settings import AgentSettings
+from sapphire_assets.agents.settings import AgentSettings, parse_backends
 from sapphire_assets.features.assets import build_features_asset
 from sapphire_assets.market_data.assets import build_market_data_assets
 from sapphire_assets.market_data.checks import build_candle_checks
 from sapphire_assets.performance.assets import build_strategy_performance_asset
+from sapphire_assets.performance.live_vs_backtest import build_live_vs_backtest_asset
 from sapphire_assets.trades import build_trade_assets
 from sapphire_domain.settings import Settings, load_settings
 
@@ -24,7 +25,7 @@ def build_definitions(
     """Every asset, check and resource of the configured universe; ``state`` overrides var/."""
     candles, trades, funding_rates = build_market_data_assets(settings)
     features = build_features_asset(settings)
-    agent_settings = AgentSettings()
+    agent_settings = AgentSettings(backends=parse_backends(settings.agents.backends))
     agent_assets, agent_checks, agent_jobs, agent_schedules = build_agent_assets(
         settings, agent_settings
     )
@@ -37,6 +38,9 @@ def build_definitions(
             *agent_assets,
             build_strategy_performance_asset(settings),
             *build_trade_assets(settings, agent_settings),
+            build_live_vs_backtest_asset(
+                settings, target_valid_bars=agent_settings.target_valid_bars
+            ),
         ],
         asset_checks=[*build_candle_checks(candles, settings), *agent_checks],
         jobs=agent_jobs,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -86,10 +86,22 @@ class QualitySettings(_Frozen):
     max_gap_bars: int = Field(default=12, ge=0)
 
 
+class AgentsConfig(_Frozen):
+    """How each agent forecasts.
+
+    backends: agent name -> ``quant`` (its own model, the default), ``llm_server`` (a vLLM server
+    over HTTP, VLLM_BASE_URL) or ``llm_offline`` (the in-process vLLM engine, for backfills).
+    An LLM answer that is late, invalid or missing falls back to the quantitative model, marked.
+    """
+
+    backends: dict[str, Literal["quant", "llm_server", "llm_offline"]] = Field(default_factory=dict)
+
+
 class Settings(_Frozen):
     universe: UniverseSettings
     replay: ReplaySettings = ReplaySettings()
     quality: QualitySettings = QualitySettings()
+    agents: AgentsConfig = AgentsConfig()
 
 
 def parse_settings(raw: Any, source: str) -> Settings:

@@ -1,9 +1,11 @@
 """Agent forecasts, the scorecard, the combined signal and the target portfolio.
 
 Wiring: ``build_agent_assets(settings)`` returns ``(assets, checks, jobs, schedules)``; the
-definitions need the resources ``model_store`` (ModelStoreResource) and ``bus`` (BusResource).
+definitions need the resources ``model_store`` (ModelStoreResource) and ``bus`` (BusResource),
+and ``llm`` (``resources.llm.LlmResource``) when an agent's backend is an LLM one.
 """
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,6 +14,7 @@ import dagster as dg
 import polars as pl
 
 from resources.bus import BusResource
+from resources.llm import LlmResource
 from resources.model_store import ModelStore, ModelStoreResource
 from sapphire_assets.agents.models import build_model_asset
 from sapphire_assets.agents.settings import AgentSettings
@@ -35,8 +38,18 @@ DEFAULT_AGENT_SETTINGS = AgentSettings()
 BackendChoice = Callable[[AgentSpec, QuantBackend], ForecastBackend]
 
 
-def _quant_only(agent: AgentSpec, quant: QuantBackend) -> ForecastBackend:
-    return quant
+def configured_backends(agents: AgentSettings, llm: LlmResource | None) -> BackendChoice:
+    """The choice the settings make: ``agents.backends`` per agent, LLM ones through ``llm``."""
+
+    def choose(spec: AgentSpec, quant: QuantBackend) -> ForecastBackend:
+        kind = agents.backend_for(spec.name)
+        if kind == "quant":
+            return quant
+        if llm is None:
+            raise dg.Failure(f"{spec.name}: backend {kind} needs the llm resource (LlmResource)")
+        return llm.forecast_backend(kind, quant, agents.walk_forward.horizon_bars)
+
+    return choose
 
 
 def lineage_backend(store: ModelStore, agents: Sequence[str], embargo: timedelta) -> QuantBackend:
@@ -62,36 +75,54 @@ def stale_agents(
 
 
 def build_forecast_asset(
-    spec: AgentSpec, settings: Settings, agents: AgentSettings, choose: BackendChoice
+    spec: AgentSpec, settings: Settings, agents: AgentSettings, choose: BackendChoice | None
 ) -> dg.AssetsDefinition:
+    """``choose``: None takes the backend from ``agents.backends`` (and the llm resource)."""
+    uses_llm = choose is None and agents.backend_for(spec.name) != "quant"
+
     @dg.asset(
         name=f"{spec.name}_forecasts",
         partitions_def=time_partitions(settings.universe),
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=GROUP,
-        kinds={"polars", "lightgbm"},
+        kinds={"polars", "lightgbm", *(["vllm"] if uses_llm else [])},
         metadata={"partition_expr": "ts", "agent": spec.name, "role": spec.role},
         ins={"features": dg.AssetIn("features")},
         deps=[dg.AssetKey(f"{spec.name}_model")],
+        # llm only where configured, so quantitative-only definitions need no LLM resource.
+        required_resource_keys={"model_store", *(["llm"] if uses_llm else [])},
         description=f"{spec.name} agent: {spec.role}",
     )
     def forecasts(
-        context: dg.AssetExecutionContext, model_store: ModelStoreResource, features: pl.DataFrame
+        context: dg.AssetExecutionContext, features: pl.DataFrame
     ) -> dg.Output[pl.DataFrame]:
+        model_store: ModelStoreResource = context.resources.model_store
         store = model_store.store()
         quant = lineage_backend(store, [spec.name], agents.walk_forward.embargo)
-        backend = choose(spec, quant)
+        pick = choose or configured_backends(agents, context.resources.llm if uses_llm else None)
+        backend = pick(spec, quant)
         rows = empty_forecasts() if features.is_empty() else backend.forecast(spec, features)
         window = context.partition_time_window
         stale = stale_agents(store, [spec.name], window.end,
                              timedelta(hours=model_store.max_champion_age_hours))  # fmt: skip
+        fallbacks = rows.filter(pl.col("fallback"))
         return dg.Output(
             rows,
             metadata={
                 "dagster/row_count": rows.height,
                 "backend": backend.name,
+                "configured_backend": agents.backend_for(spec.name) if choose is None else "",
                 "model_versions": sorted(rows["model_version"].unique().to_list()),
-                "fallback_rows": int(rows["fallback"].sum()),
+                "fallback_rows": fallbacks.height,
+                # "fallback after LLM <reason>: ..." -> reason, as the fallback counter labels it
+                "fallback_reasons": dg.MetadataValue.json(
+                    dict(
+                        Counter(
+                            str(r).removeprefix("fallback after LLM ").split(":", 1)[0]
+                            for r in fallbacks["rationale"].to_list()
+                        )
+                    )
+                ),
                 "champion": store.champion(spec.name) or "",
                 "stale_champion": spec.name in stale,
                 "champion_age_hours": stale.get(spec.name, 0.0),
@@ -129,20 +160,24 @@ def baseline_skill(labels: pl.DataFrame, features: pl.DataFrame) -> list[dict[st
 def build_agent_assets(
     settings: Settings,
     agents: AgentSettings = DEFAULT_AGENT_SETTINGS,
-    choose_backend: BackendChoice = _quant_only,
-    with_trade_feedback: bool = False,
+    choose_backend: BackendChoice | None = None,
+    with_trade_feedback: bool = True,
 ) -> tuple[
     list[dg.AssetsDefinition],
     list[dg.AssetChecksDefinition],
     list[Any],
     list[dg.ScheduleDefinition],
 ]:
+    """``choose_backend``: None serves each agent with the backend ``agents.backends`` names.
+    ``with_trade_feedback``: challengers retrain on the stored trade_feedback rows (read from
+    the warehouse, so no cycle through the forecasts); without rows they train as before."""
     timeframe = settings.universe.timeframe
     step_ms = timeframe_ms(timeframe)
     agents.walk_forward.check_embargo(step_ms)
     partitions = time_partitions(settings.universe)
     names = list(AGENTS)
-    models = [build_model_asset(s, agents, timeframe, with_trade_feedback) for s in AGENTS.values()]
+    feedback_partitions = partitions if with_trade_feedback else None
+    models = [build_model_asset(s, agents, timeframe, feedback_partitions) for s in AGENTS.values()]
     forecasts = [build_forecast_asset(s, settings, agents, choose_backend) for s in AGENTS.values()]
     previous_day = dg.TimeWindowPartitionMapping(
         start_offset=-1, allow_nonexistent_upstream_partitions=True

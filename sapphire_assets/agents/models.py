@@ -1,28 +1,31 @@
 """The agent model assets: one per agent, retrained by ``retrain_agents``.
 
 Materialising ``<agent>_model`` trains a challenger on the latest features and labels (and on
-trade feedback when that asset exists), saves it to the model store, and runs the blocking check
+stored trade feedback, when any exists: see ``feedback``), saves it to the model store, and runs
+the blocking check
 ``beats_champion``: the challenger is scored with the champion on a holdout window it never saw
 (the last ``holdout`` of the data, after an embargo), and promoted only if its log-loss there is
 lower. A rejected challenger is retired, the check fails, and nothing downstream of it runs.
 
 Bootstrap for backfills: with ``walk_forward_from`` set, the asset first trains the walk-forward
 lineage (one model per ``retrain_every`` from that date) and promotes each in turn, so a backfill
-of earlier days forecasts with the models that would have existed then.
+of earlier days forecasts with the models that would have existed then. The lineage trains
+without trade feedback: outcomes realised after its cutoffs would leak the future into it.
 """
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
 
 from resources.model_store import ModelStoreResource
+from sapphire_assets.agents.feedback import read_stored_feedback, usable_feedback, weighted_rows
 from sapphire_assets.agents.settings import AgentSettings
 from sapphire_assets.metadata import table
 from sapphire_domain.agents.labels import LABEL, LABEL_END
 from sapphire_domain.agents.models import (
-    feedback_sample_weights,
     labelled_features,
     train_lineage,
     train_model,
@@ -59,25 +62,43 @@ def promotion_decision(
 
 
 def build_model_asset(
-    spec: AgentSpec, agents: AgentSettings, timeframe: str, with_feedback: bool = False
+    spec: AgentSpec,
+    agents: AgentSettings,
+    timeframe: str,
+    feedback_partitions: dg.TimeWindowPartitionsDefinition | None = None,
 ) -> dg.AssetsDefinition:
+    """``feedback_partitions``: the trade_feedback asset's partitions, to read its stored rows;
+    None trains without trade feedback."""
     step_ms = timeframe_ms(timeframe)
     wf = agents.walk_forward
     key = dg.AssetKey(f"{spec.name}_model")
 
-    def retrain(
-        context: dg.AssetExecutionContext,
-        config: RetrainConfig,
-        store_resource: ModelStoreResource,
-        features: pl.DataFrame,
-        feedback: pl.DataFrame | None,
+    @dg.asset(
+        key=key,
+        group_name=GROUP,
+        kinds={"lightgbm"},
+        ins={"features": dg.AssetIn("features")},
+        # io_manager: stored trade feedback is read through it (no graph edge, see feedback.py).
+        required_resource_keys={"model_store", "io_manager"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                CHECK,
+                asset=key,
+                blocking=True,
+                description="the challenger beats the champion's log-loss on an unseen holdout; "
+                "it is promoted if so",
+            )
+        ],
+        description=f"{spec.name} agent model ({spec.kind}): {spec.role}",
+    )
+    def model_asset(
+        context: dg.AssetExecutionContext, config: RetrainConfig, features: pl.DataFrame
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        store_resource: ModelStoreResource = context.resources.model_store
         store = store_resource.store()
         if features.is_empty():
             raise dg.Failure(f"{spec.name}: no features to train on; materialise features first")
-        labelled = feedback_sample_weights(
-            labelled_features(features.sort("symbol", "ts"), wf.horizon_bars, step_ms), feedback
-        )
+        labelled = labelled_features(features.sort("symbol", "ts"), wf.horizon_bars, step_ms)
         last_end = labelled.select(pl.col(LABEL_END).filter(pl.col(LABEL).is_not_null()).max())
         as_of = datetime.fromisoformat(config.as_of) if config.as_of else last_end.item()
         if as_of.tzinfo is None:
@@ -91,7 +112,18 @@ def build_model_asset(
                                        agents.model):  # fmt: skip
                 store.save(model)
                 store.promote(spec.name, model.version)
-        challenger = train_model(spec, known, window, wf.horizon_bars, agents.model)
+        stored = (
+            read_stored_feedback(context, feedback_partitions, known["ts"].min(), window.cutoff)  # type: ignore[arg-type]
+            if feedback_partitions is not None and known.height
+            else None
+        )
+        weighted, feedback = weighted_rows(
+            known, usable_feedback(stored, window.cutoff), agents.feedback_boost
+        )
+        challenger = train_model(spec, weighted, window, wf.horizon_bars, agents.model)
+        # The manifest keeps what the challenger learnt from (its "parameters" are what it
+        # was trained with); the model itself reads none of it.
+        challenger = replace(challenger, params={**challenger.params, "trade_feedback": feedback})
         holdout = known.filter(pl.col("ts") >= holdout_start).drop_nulls(LABEL)
         challenger.metrics = validation_metrics(challenger, holdout)
         store.save(challenger)
@@ -117,6 +149,8 @@ def build_model_asset(
             ]
         )
         context.log.info(f"{spec.name}: {reason}")
+        if not feedback["used"]:
+            context.log.info(f"{spec.name}: trained without trade feedback ({feedback['reason']})")
         yield dg.AssetCheckResult(
             check_name=CHECK,
             passed=promote,
@@ -130,52 +164,11 @@ def build_model_asset(
                 "promoted": promote,
                 "training_window": f"{window.start.isoformat()} .. {window.cutoff.isoformat()}",
                 "holdout": f"{holdout_start.isoformat()} .. {as_of.isoformat()}",
-                "trade_feedback_rows": 0 if feedback is None else feedback.height,
+                "trade_feedback_rows": feedback["rows"],
+                "trade_feedback": dg.MetadataValue.json(feedback),
                 "features": list(spec.features),
                 "holdout_metrics": table(compared),
             }
         )
-
-    decorator = dg.asset(
-        key=key,
-        group_name=GROUP,
-        kinds={"lightgbm"},
-        ins={
-            "features": dg.AssetIn("features"),
-            **({"trade_feedback": dg.AssetIn("trade_feedback")} if with_feedback else {}),
-        },
-        check_specs=[
-            dg.AssetCheckSpec(
-                CHECK,
-                asset=key,
-                blocking=True,
-                description="the challenger beats the champion's log-loss on an unseen holdout; "
-                "it is promoted if so",
-            )
-        ],
-        description=f"{spec.name} agent model ({spec.kind}): {spec.role}",
-    )
-    if with_feedback:
-
-        @decorator
-        def with_trade_feedback(
-            context: dg.AssetExecutionContext,
-            config: RetrainConfig,
-            model_store: ModelStoreResource,
-            features: pl.DataFrame,
-            trade_feedback: pl.DataFrame,
-        ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-            yield from retrain(context, config, model_store, features, trade_feedback)
-
-        return with_trade_feedback
-
-    @decorator
-    def model_asset(
-        context: dg.AssetExecutionContext,
-        config: RetrainConfig,
-        model_store: ModelStoreResource,
-        features: pl.DataFrame,
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        yield from retrain(context, config, model_store, features, None)
 
     return model_asset

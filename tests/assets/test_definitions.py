@@ -20,7 +20,7 @@ ASSETS = (
     | {f"{a}_model" for a in AGENTS}
     | {f"{a}_forecasts" for a in AGENTS}
     | {"agent_scorecard", "combined_signal", "target_portfolio", "strategy_performance"}
-    | {"trade_fills", "trade_feedback"}
+    | {"trade_fills", "trade_feedback", "live_vs_backtest"}
 )
 CANDLE_CHECKS = {
     "schema",

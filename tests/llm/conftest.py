@@ -27,10 +27,6 @@ SERVED_MODEL = "tiny-llama"
 START_TIMEOUT_S = 420.0
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "llm: exercises the LLM backend (vLLM where installed)")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
