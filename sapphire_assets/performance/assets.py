@@ -55,7 +55,7 @@ from dagster import AssetExecutionContext
 from sapphire_assets.metadata import table
 from sapphire_assets.partitions import DAY_MS, lookback_days, time_partitions, window_ms
 from sapphire_assets.performance.inputs import load_optional_input, optional_asset_in
-from sapphire_assets.performance.plots import equity_drawdown_svg
+from sapphire_assets.performance.plots import as_markdown_image, equity_drawdown_svg
 from sapphire_domain.backtest import (
     BacktestConfig,
     BacktestResult,
@@ -264,7 +264,9 @@ def build_strategy_performance_asset(
                 "dagster/row_count": frame.height,
                 "days": len(frames),
                 "metrics": dg.MetadataValue.md(_markdown(frame)),
-                "equity_and_drawdown": dg.MetadataValue.md(equity_drawdown_svg(_chain(curves))),
+                "equity_and_drawdown": dg.MetadataValue.md(
+                    as_markdown_image(equity_drawdown_svg(_chain(curves)), "equity and drawdown")
+                ),
                 "ensemble": ensemble,
                 "summary": table(
                     frame.select("ts", "strategy", "total_return", "sharpe", "max_drawdown")

@@ -1,11 +1,12 @@
-"""A small inline SVG of equity and drawdown, for markdown metadata in the Dagster UI.
+"""A small SVG of equity and drawdown, for Markdown metadata in the Dagster UI.
 
-The UI renders markdown metadata, inline SVG included, without any plotting library; the plot is
-a polyline per strategy on a shared time axis, with the drawdown below the equity.
+No plotting library is needed: the plot is a polyline per strategy on a shared time axis, with
+the drawdown below the equity, shipped to the UI as a Markdown image (see ``as_markdown_image``).
 """
 
 from __future__ import annotations
 
+import base64
 from html import escape
 
 import numpy as np
@@ -56,3 +57,13 @@ def equity_drawdown_svg(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> str
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def as_markdown_image(svg: str, title: str) -> str:
+    """The SVG as a Markdown image with a data URI.
+
+    Dagster's UI sanitises raw HTML out of Markdown metadata but allows ``data:`` image sources,
+    so the plot must travel as an image, not as inline ``<svg>``.
+    """
+    encoded = base64.b64encode(svg.encode()).decode()
+    return f"![{title}](data:image/svg+xml;base64,{encoded})"
