@@ -117,7 +117,7 @@ async def decision_latency(n: int, state: Path) -> dict[str, list[int]]:
         assert isinstance(target, TargetPortfolio)
         decision = service.decide(entry, target)
         timings["plan_risk"].append(clock() - started)
-        placed = [await venue.submit(intent) for intent in decision.approved]
+        placed = [o for o, _ in await service.submit_orders(decision.approved, False)]
         timings["decide"].append(clock() - started)
         if len(placed) != N_SYMBOLS or decision.denied:
             raise AssertionError(f"target {version}: {len(placed)} orders, {decision.denied}")

@@ -28,12 +28,22 @@ LAG_SCAN_LIMIT = 100
 
 BUS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
-# KEYS[1] the dedupe set, KEYS[2] the stream; ARGV[1] the key, then field, value pairs.
+# Many items in one call. KEYS: (dedupe set, stream) per item; ARGV: per item its key, the
+# number of field/value strings n, then those n strings. Returns how many were new.
 _PUBLISH_ONCE = """
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return false end
-local fields = {}
-for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
-return redis.call('XADD', KEYS[2], '*', unpack(fields))
+local added, a = 0, 1
+for i = 1, #KEYS, 2 do
+  local key, n = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  if redis.call('SADD', KEYS[i], key) == 1 then
+    local fields = {}
+    for j = a, a + n - 1 do fields[#fields + 1] = ARGV[j] end
+    redis.call('XADD', KEYS[i + 1], '*', unpack(fields))
+    added = added + 1
+  end
+  a = a + n
+end
+return added
 """
 
 
@@ -134,20 +144,22 @@ class ExecutionBus:
         return str(result[0])
 
     async def publish_once(self, items: Iterable[tuple[str, str, Mapping[str, str]]]) -> int:
-        """Publish (stream, key, fields) items, skipping keys already published; returns new."""
+        """Publish (stream, key, fields) items, skipping keys already published; returns new.
+
+        One script call for the whole batch (one round trip, no pipeline ``SCRIPT EXISTS``
+        first): every item is added to its stream and dedupe set in one atomic step, in order.
+        """
         batch = list(items)
         if not batch:
             return 0
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, key, fields in batch:
-                args: list[str] = [key]
-                for name, value in fields.items():
-                    args += [name, value]
-                await self._publish_once(
-                    keys=[published_set(stream), stream], args=args, client=pipe
-                )
-            results = await pipe.execute()
-        return sum(1 for r in results if r)
+        keys: list[str] = []
+        args: list[str | int] = []
+        for stream, key, fields in batch:
+            keys += [published_set(stream), stream]
+            args += [key, 2 * len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
+        return int(await self._publish_once(keys=keys, args=args))
 
     async def lag(self) -> int:
         """Targets waiting for this service: pending plus not yet delivered to the group."""

@@ -129,7 +129,8 @@ class ExecSettings(_Frozen):
     state_dir (path, ``$SAPPHIRE_STATE_DIR/exec``): journal, risk state, paper book, embedded Redis.
     group (str, sapphire-exec) and consumer (str, exec-1): the consumer group on the targets.
     tick_seconds (float, 1.0): how often prices, equity (the kill switch) and metrics refresh.
-    read_batch (int, 64): targets read per bus call; only the newest of a batch is traded.
+    read_batch (int, 256): targets read per bus call; only the newest of a batch is traded
+        (the older ones are validated, and acknowledged as superseded with it).
     on_shutdown (cancel|leave, cancel): open orders on SIGTERM/SIGINT.
     reconcile_tolerance (float, 1e-9): largest position difference (base units) accepted
         between the journal and the venue at startup; beyond it the service refuses to trade.
@@ -141,7 +142,7 @@ class ExecSettings(_Frozen):
     group: str = "sapphire-exec"
     consumer: str = "exec-1"
     tick_seconds: float = Field(default=1.0, gt=0)
-    read_batch: int = Field(default=64, gt=0)
+    read_batch: int = Field(default=256, gt=0)
     on_shutdown: Literal["cancel", "leave"] = "cancel"
     reconcile_tolerance: float = Field(default=1e-9, ge=0)
     http: HttpSettings = HttpSettings()

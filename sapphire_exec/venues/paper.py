@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from sapphire_domain.fill_model import CostModel, MarketState, fill
+from sapphire_domain.fill_model import CostModel, MarketState, fill, fill_arrays
 from sapphire_domain.messages import OrderStatus, Side
 from sapphire_domain.orders import OrderIntent
 from sapphire_domain.timeframes import timeframe_ms
@@ -127,36 +127,77 @@ class PaperVenue:
         return {symbol: self.feed.quote(symbol) for symbol in symbols}
 
     async def submit(self, order: OrderIntent) -> VenueOrder:
-        if order.client_order_id in self.orders:
-            # Recorded: a venue without this check would now hold the same order twice.
-            self._write([{"t": "duplicate", "cid": order.client_order_id}])
-            self.duplicates.append(order.client_order_id)
-            raise VenueRejectedError(f"duplicate client order id {order.client_order_id}")
-        quote = self.feed.quote(order.symbol)
-        market = MarketState(quote.price, quote.volatility, quote.volume)
-        result = fill(order.signed_quantity, market, self.cost_model, "taker")
-        number = len(self.orders) + 1
-        if result is None:
-            placed = VenueOrder(
-                order.client_order_id, order.symbol, order.side, order.quantity,
-                OrderStatus.REJECTED, f"P{number}", (), "below the venue's minimum size",
-            )  # fmt: skip
-        else:
-            execution = VenueFill(
-                fill_id=f"P{number}-1",
-                quantity=abs(result.quantity),
-                price=result.price,
-                fee=result.fee,
-                liquidity=result.liquidity,
-                ts_ms=self.feed.now_ms(),
+        result = await self.submit_many([order])
+        if isinstance(result[0], VenueRejectedError):
+            raise result[0]
+        return result[0]
+
+    async def submit_many(self, orders: list[OrderIntent]) -> list[VenueOrder | VenueRejectedError]:
+        """Place several orders at once: one call into the fill model's kernel for all of them
+        (``fill_arrays``, the same kernel as ``fill``, so the fills are identical to placing
+        them one by one) and one write (and fsync) of the book. Each order gets its outcome in
+        the same position: the placed order, or the ``VenueRejectedError`` that ``submit``
+        would have raised (a duplicate client order id, recorded as ``submit`` records it)."""
+        outcomes: list[VenueOrder | VenueRejectedError | None] = [None] * len(orders)
+        records: list[dict[str, Any]] = []
+        fresh: list[int] = []
+        seen: set[str] = set()
+        for i, order in enumerate(orders):
+            cid = order.client_order_id
+            if cid in self.orders or cid in seen:
+                # Recorded: a venue without this check would now hold the same order twice.
+                records.append({"t": "duplicate", "cid": cid})
+                self.duplicates.append(cid)
+                outcomes[i] = VenueRejectedError(f"duplicate client order id {cid}")
+            else:
+                seen.add(cid)
+                fresh.append(i)
+        if fresh:
+            quotes = [self.feed.quote(orders[i].symbol) for i in fresh]
+            for quote in quotes:
+                if not (math.isfinite(quote.price) and quote.price > 0):
+                    raise ValueError(
+                        f"fill: reference price must be positive and finite, got {quote.price}"
+                    )
+            result = fill_arrays(
+                np.fromiter((orders[i].signed_quantity for i in fresh), np.float64, len(fresh)),
+                np.fromiter((q.price for q in quotes), np.float64, len(fresh)),
+                np.fromiter((q.volatility for q in quotes), np.float64, len(fresh)),
+                np.fromiter((q.volume for q in quotes), np.float64, len(fresh)),
+                self.cost_model,
+                "taker",
             )
-            placed = VenueOrder(
-                order.client_order_id, order.symbol, order.side, order.quantity,
-                OrderStatus.FILLED, f"P{number}", (execution,),
-            )  # fmt: skip
-        self._write([{"t": "order", "order": order_to_json(placed)}])
-        self._apply(placed)
-        return placed
+            quantities = result.quantity.tolist()
+            prices = result.price.tolist()
+            fees = result.fee.tolist()
+            now = self.feed.now_ms()
+            number = len(self.orders)
+            for j, i in enumerate(fresh):
+                order = orders[i]
+                number += 1
+                if quantities[j] == 0.0:
+                    placed = VenueOrder(
+                        order.client_order_id, order.symbol, order.side, order.quantity,
+                        OrderStatus.REJECTED, f"P{number}", (), "below the venue's minimum size",
+                    )  # fmt: skip
+                else:
+                    execution = VenueFill(
+                        f"P{number}-1", abs(quantities[j]), prices[j], fees[j], "taker", now
+                    )
+                    placed = VenueOrder(
+                        order.client_order_id, order.symbol, order.side, order.quantity,
+                        OrderStatus.FILLED, f"P{number}", (execution,),
+                    )  # fmt: skip
+                records.append({"t": "order", "order": order_to_json(placed)})
+                outcomes[i] = placed
+        # One write: every order of the batch is in the book whole, or (a torn tail) the
+        # last ones never happened; none is acknowledged to the caller before the write.
+        if records:
+            self._write(records)
+        for outcome in outcomes:
+            if isinstance(outcome, VenueOrder):
+                self._apply(outcome)
+        return [o for o in outcomes if o is not None]
 
     async def cancel(self, client_order_id: str, symbol: str) -> VenueOrder | None:
         return self.orders.get(client_order_id)  # paper orders fill at once; nothing rests

@@ -103,6 +103,8 @@ def test_a_drawdown_breach_halts_within_a_tick_and_halted_survives_a_restart(
     write_clock(harness.clock_file, before + timedelta(minutes=30))
     status = lambda: harness.control("GET", "/control/status", TOKEN).json()  # noqa: E731
     harness.wait_for(lambda: status()["trading_state"] == "HALTED", timeout=5, what="HALTED")
+    # The state changes first and the risk event is published right after: wait for it.
+    harness.wait_for(lambda: harness.stream(RISK_STREAM), timeout=5, what="the risk event")
     events = [decode(f) for _, f in harness.stream(RISK_STREAM)]
     assert [e.state for e in events] == [TradingState.HALTED]  # type: ignore[union-attr]
     assert events[0].reason.startswith("MAX_DRAWDOWN")  # type: ignore[union-attr]
