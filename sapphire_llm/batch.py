@@ -111,7 +111,10 @@ def main(request_path: Path, answers_path: Path) -> None:
     engine = OfflineEngine(
         request["model"], load_format=request["load_format"], **request["engine_options"]
     )
-    texts = engine.answer_batch(request["prompts"], Sampling(**request["sampling"]))
+    try:
+        texts = engine.answer_batch(request["prompts"], Sampling(**request["sampling"]))
+    finally:
+        engine.close()
     answers = [t if isinstance(t, str) else {"error": str(t)} for t in texts]
     partial = answers_path.with_suffix(".partial")
     partial.write_text(json.dumps({"answers": answers}))

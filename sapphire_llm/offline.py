@@ -90,6 +90,25 @@ class OfflineEngine:
             return [failure] * len(prompts)
         return [output.outputs[0].text for output in outputs]
 
+    def close(self) -> None:
+        """Shuts the engine core down and waits for its process; call it in a ``finally``.
+
+        vLLM runs its engine core in a child process and otherwise leaves it to a finaliser at
+        interpreter exit, where a program can hang waiting on it. A closed engine starts again on
+        the next batch."""
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None:
+            engine_core.shutdown()
+
+    def __enter__(self) -> OfflineEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under the engine's tokenizer (for throughput reports)."""
         self.start()

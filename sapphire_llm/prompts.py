@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # polars is imported where frames are read, so GPU hosts can 
     import polars as pl
 
 # Part of every LLM row's model version and of the cache key: change it when a brief changes.
-PROMPT_VERSION = "p1"
+PROMPT_VERSION = "p2"  # p2: rationale bound 100 -> 48 characters
 
 ROLE_BRIEFS: dict[str, str] = {
     "momentum": "You are the momentum agent of a crypto trading desk. Judge trend and momentum "

@@ -4,7 +4,9 @@ One answer shape serves every role; the role lives in the prompt. The shape is c
 decoding, where every output token costs a scheduling step:
 - short keys, and integers (percent, basis points) rather than floats, whose digits are unbounded;
 - the rationale is a bounded run of plain ASCII with no quotes or backslashes, so it needs no
-  escaping and its length in characters bounds its length in tokens.
+  escaping and its length in characters bounds its length in tokens. Its bound is short (48
+  characters, "RSI 71, MACD turning down" is 25): a weak model writes up to the bound, and the
+  rationale is most of an answer's tokens, so the bound sets the decode steps of a whole batch.
 Together they bound the answer's length, which sets ``max_tokens`` (a truncated answer is invalid).
 """
 
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sapphire_llm.errors import InvalidAnswerError
 
-RATIONALE_MAX_CHARS = 100
+RATIONALE_MAX_CHARS = 48
 # Letters, digits and a little punctuation: enough for "RSI 71, MACD turning down" and no escapes.
 RATIONALE_PATTERN = rf"^[A-Za-z0-9 ,.;:%+/()=<>-]{{0,{RATIONALE_MAX_CHARS}}}$"
 # A forecast of more than 10% over a few bars is an error, not a view.

@@ -18,7 +18,7 @@ from pathlib import Path
 from sapphire_llm.schema import RATIONALE_MAX_CHARS
 
 # Bump when the recipe changes, so that a cached folder is rebuilt.
-RECIPE = "tiny-llama-1"
+RECIPE = "tiny-llama-2"  # 2: prompts state the 48-character rationale bound
 VOCAB_SIZE = 600
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
 # Role and message prefixes; kept plain so that chat and completion prompts tokenise alike.

@@ -97,19 +97,22 @@ def run(shape: str, root: Path, n: int, sequential: int) -> dict[str, object]:
         enforce_eager=shape == "tiny",  # graphs pay off only when the model does real work
         engine_options={"dtype": "bfloat16"},
     )
-    engine.start()
-    start_s = time.perf_counter() - started
-    prompts = agent_prompts(n)
-    engine.answer_batch(prompts[:64], Sampling())  # warm-up
-    t = time.perf_counter()
-    texts = engine.answer_batch(prompts, Sampling())
-    seconds = time.perf_counter() - t
-    t = time.perf_counter()
-    for prompt in prompts[:sequential]:
-        engine.answer_batch([prompt], Sampling())
-    one_s = (time.perf_counter() - t) / max(sequential, 1)
-    out_tokens = sum(engine.count_tokens(str(x)) for x in texts)
-    in_tokens = sum(engine.count_tokens(p) for p in prompts)
+    try:
+        engine.start()
+        start_s = time.perf_counter() - started
+        prompts = agent_prompts(n)
+        engine.answer_batch(prompts[:64], Sampling())  # warm-up
+        t = time.perf_counter()
+        texts = engine.answer_batch(prompts, Sampling())
+        seconds = time.perf_counter() - t
+        t = time.perf_counter()
+        for prompt in prompts[:sequential]:
+            engine.answer_batch([prompt], Sampling())
+        one_s = (time.perf_counter() - t) / max(sequential, 1)
+        out_tokens = sum(engine.count_tokens(str(x)) for x in texts)
+        in_tokens = sum(engine.count_tokens(p) for p in prompts)
+    finally:
+        engine.close()  # the engine core is a child process: never leave it behind
     return {
         "shape": shape,
         "start_s": round(start_s, 1),

@@ -32,6 +32,13 @@ def fallbacks(agent: str, reason: str) -> float:
 
 def main(model: str, workdir: Path) -> None:
     engine = OfflineEngine(model, load_format="dummy", enforce_eager=True)
+    try:
+        scenarios(engine, workdir)
+    finally:
+        engine.close()  # else the interpreter waits on the engine core at exit
+
+
+def scenarios(engine: OfflineEngine, workdir: Path) -> None:
     source = CountingSource(engine)
     quant = ConstantBackend()
     cache = AnswerCache(workdir / "answers.sqlite")

@@ -23,6 +23,7 @@ from sapphire_llm.prompts import build_prompts
 from sapphire_llm.schema import (
     ANSWER_MAX_TOKENS,
     ANSWER_SCHEMA,
+    RATIONALE_MAX_CHARS,
     Sampling,
     longest_answer_chars,
     parse_answer,
@@ -103,7 +104,7 @@ def test_text_that_is_not_json_falls_back_and_only_the_failed_rows_go_to_the_qua
         '{"up_pct":101,"ret_bp":0,"conf_pct":5,"why":"x"}',
         '{"up_pct":50,"ret_bp":0,"conf_pct":5}',
         '{"up_pct":50,"ret_bp":0,"conf_pct":5,"why":"x","extra":1}',
-        '{"up_pct":50,"ret_bp":0,"conf_pct":5,"why":"' + "x" * 101 + '"}',
+        '{"up_pct":50,"ret_bp":0,"conf_pct":5,"why":"' + "x" * (RATIONALE_MAX_CHARS + 1) + '"}',
         '{"up_pct":50,"ret_bp":0,"conf_pct":5,"why":"say \\"buy\\""}',
         '{"up_pct":50,"ret_bp":0,',
     ],
