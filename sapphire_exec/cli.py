@@ -17,7 +17,6 @@ import structlog
 
 from sapphire_bus.server import RedisServer
 from sapphire_domain.errors import ConfigError
-from sapphire_domain.fill_model import CostModel
 from sapphire_exec.bus import ExecutionBus
 from sapphire_exec.config import ExecSettings, load_exec_settings
 from sapphire_exec.service import ExecutionService, ReconciliationError
@@ -61,7 +60,7 @@ def build_venue(settings: ExecSettings) -> Venue:
 
         source = ReplayExchange.on_clock_file(settings.replay_clock_file())
     feed = MarketPriceFeed(source, paper.timeframe)
-    cost = CostModel(**paper.cost.model_dump())
+    cost = paper.cost
     return PaperVenue(feed, settings.paper_book_path, cost, paper.initial_cash, fsync=paper.fsync)
 
 

@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from sapphire_domain.errors import ConfigError
+from sapphire_domain.fill_model import CostModel
 from sapphire_domain.settings import PROJECT_ROOT
 
 
@@ -66,18 +67,6 @@ class OrderSettings(_Frozen):
         return {s: self.lot_sizes.get(s, self.lot_size) for s in symbols}
 
 
-class CostSettings(_Frozen):
-    """The paper venue's fees and slippage: the fields of ``fill_model.CostModel``."""
-
-    maker_fee_bps: float = 2.0
-    taker_fee_bps: float = 5.0
-    slippage_bps: float = 1.0
-    impact_coefficient: float = 0.1
-    lot_size: float = 1e-8
-    min_quantity: float = 0.0
-    min_notional: float = 0.0
-
-
 class PaperSettings(_Frozen):
     """The paper venue.
 
@@ -87,7 +76,8 @@ class PaperSettings(_Frozen):
     replay_clock_file (path, ``$SAPPHIRE_STATE_DIR/replay_clock.json``): the shared replay clock.
     initial_cash (float, 100000): starting cash in the quote currency.
     fsync (bool, true): fsync the venue's book on every order.
-    cost: the fill model's costs.
+    cost: the fill model's costs, the backtester's ``CostModel`` itself (same fields, same
+        checks), so paper trading and backtests cannot drift apart.
     """
 
     market: Literal["replay", "synthetic"] = "replay"
@@ -96,7 +86,7 @@ class PaperSettings(_Frozen):
     replay_clock_file: Path | None = None
     initial_cash: float = Field(default=100_000.0, gt=0)
     fsync: bool = True
-    cost: CostSettings = CostSettings()
+    cost: CostModel = Field(default_factory=CostModel)
 
 
 class CcxtSettings(_Frozen):
