@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sapphire_bus.server import free_port  # noqa: E402
 from sapphire_domain.agents.specs import AGENTS  # noqa: E402
 from sapphire_domain.features import compute_features  # noqa: E402
 from sapphire_domain.synthetic import generate_candles  # noqa: E402
@@ -82,12 +82,6 @@ def valid_count(texts: list[str | LlmError]) -> int:
             except InvalidAnswerError:
                 pass
     return ok
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def serve(model: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -18,11 +18,11 @@ from resources.llm import LlmResource
 from resources.market_data import SYNTHETIC, MarketDataResource
 from resources.model_store import ModelStoreResource
 from resources.warehouse import LocalWarehouseIOManager
+from sapphire_bus.server import LOCAL_PORT
 from sapphire_domain.errors import ConfigError
 from sapphire_domain.settings import PROJECT_ROOT, Settings
 
-LOCAL_REDIS_PORT = 6390
-LOCAL_REDIS_URL = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
+LOCAL_REDIS_URL = f"redis://127.0.0.1:{LOCAL_PORT}/0"
 LOCAL = "local"
 PRODUCTION = "production"
 ENVIRONMENTS = (LOCAL, PRODUCTION)

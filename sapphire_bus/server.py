@@ -26,6 +26,10 @@ class RedisServerError(SapphireError):
     """redis-server could not be found, started or reached."""
 
 
+# The port of the embedded default's own redis-server, shared by Dagster and the service.
+LOCAL_PORT = 6390
+
+
 def find_redis_server() -> Path:
     """The redis-server binary to run; raises with what to do when there is none."""
     system = shutil.which("redis-server")

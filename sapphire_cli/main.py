@@ -36,14 +36,13 @@ def _state_dir() -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Redis for the bus, then the Dagster UI and daemon; Ctrl-C stops both."""
-    from resources.environments import LOCAL_REDIS_PORT
-    from sapphire_bus.server import RedisServer
+    from sapphire_bus.server import LOCAL_PORT, RedisServer
 
     home = dagster_home()
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     redis_server = None
     if "REDIS_URL" not in os.environ:
-        redis_server = RedisServer(_state_dir() / "redis", port=LOCAL_REDIS_PORT).start()
+        redis_server = RedisServer(_state_dir() / "redis", port=LOCAL_PORT).start()
         env["REDIS_URL"] = redis_server.url
     dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
     console.print(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from sapphire_bus.server import RedisServer
+from sapphire_bus.server import LOCAL_PORT, RedisServer
 from sapphire_domain.errors import ConfigError
 from sapphire_exec.bus import ExecutionBus
 from sapphire_exec.config import ExecSettings, load_exec_settings
@@ -23,7 +23,6 @@ from sapphire_exec.service import ExecutionService, ReconciliationError
 from sapphire_exec.venues.base import Venue
 
 log = structlog.get_logger("sapphire_exec")
-EMBEDDED_REDIS_PORT = 6390
 
 
 def configure_logging() -> None:
@@ -67,7 +66,7 @@ def build_venue(settings: ExecSettings) -> Venue:
 async def serve(settings: ExecSettings) -> int:
     embedded: RedisServer | None = None
     if settings.redis_url is None:
-        embedded = RedisServer(settings.state_dir / "redis", port=EMBEDDED_REDIS_PORT).start()
+        embedded = RedisServer(settings.state_dir / "redis", port=LOCAL_PORT).start()
         url = embedded.url
         log.info("embedded_redis_started", url=url)
     else:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from sapphire_bus.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LLM_PYTHON = Path(os.environ.get("SAPPHIRE_LLM_PYTHON", ROOT / "var/llm-venv/bin/python"))
@@ -76,12 +77,6 @@ def tiny_model(llm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         timeout=300,
     )
     return folder
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:
