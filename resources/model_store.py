@@ -1,6 +1,7 @@
 """The model store: every agent model as a versioned artefact, with a champion lineage.
 
-Layout (under a local folder now; a bucket in production has the same keys)::
+Layout (the same keys under a local folder, the embedded default, or a ``gs://bucket/prefix``
+root in production)::
 
     <agent>/<version>/manifest.json   what the model is (see ``Manifest`` below)
     <agent>/<version>/<part>.txt      LightGBM model text per booster (p_up, or q10/q50/q90)
@@ -16,10 +17,13 @@ champion and reinstates the one before it. Backfills forecast each day with the 
 model that was trained early enough (see ``sapphire_domain.agents.walk_forward``), so a rolled-back
 model is never used again, for any day.
 
-Rollback from a shell: ``python -m resources.model_store rollback <agent> [--root var/models]``.
+Rollback from a shell: ``python -m resources.model_store rollback <agent> [--root var/models]``
+(``--root gs://bucket/prefix`` for a bucket).
 
-TODO(production): a ``gs://`` root through a ``Blobs`` implementation on google-cloud-storage
-(``write`` with ``if_generation_match`` for atomicity); the interface is ``Blobs`` below.
+Every write replaces a whole object at once (a rename locally, a single-request upload in a
+bucket), so a reader never sees half an artefact. A registry change (promote, rollback) is a
+read-modify-write: it must come from one process at a time, which the blocking promotion check
+and the one-command rollback are.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import dagster as dg
 import lightgbm as lgb
@@ -43,6 +49,7 @@ from sapphire_domain.agents.walk_forward import TrainingWindow
 from sapphire_domain.errors import SapphireError
 
 FORMAT_VERSION = 1
+T = TypeVar("T")
 Status = Literal["champion", "challenger", "retired"]
 
 
@@ -84,6 +91,103 @@ class LocalBlobs:
     def children(self, prefix: str) -> list[str]:
         folder = self.root / prefix
         return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+@dataclass(frozen=True)
+class GcsBlobs:
+    """Objects under ``gs://bucket/prefix``; credentials come from the environment (Application
+    Default Credentials, or ``STORAGE_EMULATOR_HOST`` for an emulator).
+
+    timeout: seconds per request; retry_seconds: how long transient errors (5xx, 429, a dropped
+    connection) are retried before the operation fails with a ``ModelStoreError``.
+    """
+
+    bucket: str
+    prefix: str = ""
+    timeout: float = 30.0
+    retry_seconds: float = 120.0
+
+    @cached_property
+    def _bucket(self) -> Any:
+        from google.cloud import storage
+
+        return storage.Client().bucket(self.bucket)
+
+    @cached_property
+    def _retry(self) -> Any:
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        return DEFAULT_RETRY.with_timeout(self.retry_seconds)
+
+    def _url(self, key: str) -> str:
+        return f"gs://{self.bucket}/{self._key(key)}"
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, what: str, key: str, call: Callable[[], T]) -> T:
+        from google.api_core import exceptions
+
+        try:
+            return call()
+        except exceptions.NotFound:
+            if what == "write" or not self._bucket.exists(timeout=self.timeout):
+                raise ModelStoreError(
+                    f"model store: bucket gs://{self.bucket} does not exist or is not visible to "
+                    "these credentials; create it or fix MODEL_STORE"
+                ) from None
+            raise ModelStoreError(f"model store: {self._url(key)} does not exist") from None
+        except (exceptions.GoogleAPIError, OSError) as error:
+            raise ModelStoreError(
+                f"model store: could not {what} {self._url(key)}: {error}"
+            ) from None
+
+    def read(self, key: str) -> bytes:
+        blob = self._bucket.blob(self._key(key))
+        return self._call(
+            "read", key, lambda: blob.download_as_bytes(timeout=self.timeout, retry=self._retry)
+        )
+
+    def write(self, key: str, data: bytes) -> None:
+        blob = self._bucket.blob(self._key(key))
+        # Rewriting the same bytes is harmless, so an upload may be retried like a read.
+        self._call(
+            "write", key,
+            lambda: blob.upload_from_string(data, timeout=self.timeout, retry=self._retry),
+        )  # fmt: skip
+
+    def exists(self, key: str) -> bool:
+        blob = self._bucket.blob(self._key(key))
+        return self._call(
+            "look up", key, lambda: bool(blob.exists(timeout=self.timeout, retry=self._retry))
+        )
+
+    def children(self, prefix: str) -> list[str]:
+        folder = f"{self._key(prefix)}/"
+
+        def names() -> list[str]:
+            listing = self._bucket.client.list_blobs(
+                self.bucket, prefix=folder, delimiter="/", timeout=self.timeout, retry=self._retry
+            )
+            for _ in listing:  # the sub-folders ("prefixes") fill in as the pages are read
+                pass
+            return sorted(p[len(folder) :].rstrip("/") for p in listing.prefixes)
+
+        return self._call("list", prefix, names)
+
+
+def open_blobs(root: str) -> Blobs:
+    """A ``gs://bucket/prefix`` root is a bucket; anything else a local folder."""
+    if root.startswith("gs://"):
+        bucket, _, prefix = root.removeprefix("gs://").partition("/")
+        if not bucket:
+            raise ModelStoreError(f"model store {root!r}: the URL names no bucket")
+        return GcsBlobs(bucket, prefix.strip("/"))
+    if "://" in root:
+        raise ModelStoreError(
+            f"model store {root!r}: use a local folder or a gs://bucket/prefix URL"
+        )
+    return LocalBlobs(Path(root))
 
 
 def _sha256(texts: dict[str, str]) -> str:
@@ -239,20 +343,18 @@ class ModelStore:
 class ModelStoreResource(dg.ConfigurableResource):
     """Where agent models are kept.
 
-    root: a local folder (the embedded default, ``<state>/models``). Production will take a
-        ``gs://bucket/prefix`` here (see the TODO above), as ``dg.EnvVar("MODEL_STORE")``.
+    root: a local folder (the embedded default, ``<state>/models``) or, in production, a
+        ``gs://bucket/prefix`` URL, as ``dg.EnvVar("MODEL_STORE")``.
     max_champion_age_hours: a champion whose training cutoff is older than this, at the time of
         the forecasts, is stale: flagged in metadata and weighted by the coordinator's
         ``stale_factor`` (as FreqAI's ``expiration_hours``).
     """
 
-    root: str = Field(description="Folder (or, later, bucket URL) of the model artefacts.")
+    root: str = Field(description="Folder or gs://bucket/prefix URL of the model artefacts.")
     max_champion_age_hours: float = 24.0 * 45
 
     def store(self) -> ModelStore:
-        if "://" in self.root:
-            raise ModelStoreError(f"model store {self.root!r}: only local folders so far (TODO)")
-        return ModelStore(LocalBlobs(Path(self.root)))
+        return ModelStore(open_blobs(self.root))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,10 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["rollback", "promote", "show"])
     parser.add_argument("agent")
     parser.add_argument("version", nargs="?")
-    parser.add_argument("--root", default=os.environ.get("SAPPHIRE_MODEL_STORE", "var/models"))
+    # MODEL_STORE is what the production code location reads too (resources.environments).
+    parser.add_argument("--root", default=os.environ.get("MODEL_STORE", "var/models"))
     args = parser.parse_args(argv)
-    store = ModelStore(LocalBlobs(Path(args.root)))
     try:
+        store = ModelStore(open_blobs(args.root))
         if args.command == "rollback":
             print(f"{args.agent}: champion is now {store.rollback(args.agent)}")
         elif args.command == "promote":

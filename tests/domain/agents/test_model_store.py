@@ -1,34 +1,16 @@
 """The model store (a resource, tested here beside the models it stores)."""
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from polars.testing import assert_frame_equal
 
-from resources.model_store import LocalBlobs, ModelStore, ModelStoreError, main
-from sapphire_domain.agents.models import ModelParams, labelled_features, predict, train_model
-from sapphire_domain.agents.specs import MOMENTUM, TIMESERIES
+from resources.model_store import LocalBlobs, ModelStore, ModelStoreError, main, open_blobs
+from sapphire_domain.agents.models import labelled_features, predict, train_model
+from sapphire_domain.agents.specs import TIMESERIES
 from sapphire_domain.agents.walk_forward import TrainingWindow
-from tests.domain.agents.conftest import STEP_MS
-
-PARAMS = ModelParams(min_rows=200, min_data_in_leaf=20, num_trees=10)
-T0 = datetime(2018, 3, 20, tzinfo=UTC)
-
-
-@pytest.fixture
-def models(features):
-    labelled = labelled_features(features, 4, STEP_MS)
-    return [
-        train_model(
-            MOMENTUM,
-            labelled,
-            TrainingWindow(T0 - timedelta(days=10 + k), T0 + timedelta(days=k)),
-            4,
-            PARAMS,
-        )
-        for k in range(3)
-    ]
+from tests.domain.agents.conftest import PARAMS, STEP_MS, T0
 
 
 def test_a_saved_model_loads_back_and_forecasts_the_same(tmp_path, features, models):
@@ -66,8 +48,16 @@ def test_a_wrong_format_version_is_a_clear_error(tmp_path, models):
         store.load("momentum", models[0].version)
 
 
-def test_promote_and_one_command_rollback(tmp_path, models, capsys):
-    store = ModelStore(LocalBlobs(tmp_path))
+@pytest.fixture(params=["folder", "bucket"])
+def root(request, tmp_path) -> str:
+    """The same behaviour from a local folder and from a bucket (the real fake-gcs-server)."""
+    if request.param == "folder":
+        return str(tmp_path)
+    return f"gs://{request.getfixturevalue('gcs_bucket')}/sapphire/models"
+
+
+def test_promote_and_one_command_rollback(root, models, capsys):
+    store = ModelStore(open_blobs(root))
     for model in models:
         store.save(model)
     a, b, c = (m.version for m in models)
@@ -76,9 +66,9 @@ def test_promote_and_one_command_rollback(tmp_path, models, capsys):
     assert store.champion("momentum") == b
     assert store.manifest("momentum", a)["status"] == "retired"
     assert store.manifest("momentum", c)["status"] == "challenger"
-    assert main(["rollback", "momentum", "--root", str(tmp_path)]) == 0
+    assert main(["rollback", "momentum", "--root", root]) == 0
     assert store.champion("momentum") == a and store.lineage("momentum") == [a]
     assert store.manifest("momentum", b)["status"] == "retired"
     assert store.manifest("momentum", a)["status"] == "champion"
-    assert main(["rollback", "momentum", "--root", str(tmp_path)]) == 1
+    assert main(["rollback", "momentum", "--root", root]) == 1
     assert "no previous champion" in capsys.readouterr().err
