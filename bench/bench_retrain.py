@@ -1,93 +1,106 @@
-"""Training time and peak RSS of retraining every agent on the default universe.
+"""Training time and peak RSS of a real ``retrain_agents`` run on the default universe.
 
-What ``retrain_agents`` computes, without Dagster's overhead: features of two years of 30m
-candles (4 symbols), labels, and one challenger per agent (180-day window) plus its holdout
-scoring. Each run is a fresh process so peak RSS is its own. Writes "Agents: retrain_agents"
-in bench/RESULTS.md.
+Prepares a fresh state folder once (two years of candles and features, one backfill run), then
+runs the ``retrain_agents`` job of the real code location in a fresh process per repeat, so the
+peak RSS is the run's own. Reports the run's wall time, each step's time from the instance's step
+statistics, and the peak RSS. Each repeat trains four new challengers, and the blocking check
+compares them with the champion, as a scheduled retrain does; a rejected challenger fails its
+step (that is what a blocking check does), which is reported, not an error of the benchmark.
 
-    .venv/bin/python bench/bench_retrain.py
+    .venv/bin/python bench/bench_retrain.py [--repeats 3]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import resource
 import subprocess
 import sys
-import time
-from datetime import UTC, datetime
+import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SECTION = "## Agents: retrain_agents (training time, peak RSS)"
+from rich.console import Console
+from rich.table import Table
 
-CHILD = """
-import json, resource, time
-import polars as pl
-from sapphire_market.replay import ReplayExchange
-from sapphire_domain.features import compute_features
-from sapphire_domain.agents.models import labelled_features, train_model, validation_metrics
-from sapphire_domain.agents.specs import AGENTS
-from sapphire_domain.agents.walk_forward import WalkForwardParams, challenger_windows
-t0 = time.perf_counter()
-ex = ReplayExchange()
-symbols = ("BTC/USD", "ETH/USD", "XRP/USD", "EOS/USD")
-c = pl.concat(ex.fetch_candles(s, "30m", 0, 2**62) for s in symbols)
-f = compute_features(c.sort("symbol", "ts"), "30m")
-wf = WalkForwardParams()
-lab = labelled_features(f, wf.horizon_bars, 1_800_000)
-as_of = lab.filter(pl.col("forward_return").is_not_null())["label_end"].max()
-window, holdout_start = challenger_windows(as_of, wf)
-t1 = time.perf_counter()
-per_agent = {}
-for spec in AGENTS.values():
-    s = time.perf_counter()
-    m = train_model(spec, lab, window, wf.horizon_bars)
-    validation_metrics(m, lab.filter(pl.col("ts") >= holdout_start).drop_nulls("forward_return"))
-    per_agent[spec.name] = time.perf_counter() - s
-print(json.dumps({"rows": f.height, "prepare_s": t1 - t0, "train_s": time.perf_counter() - t1,
-                  "per_agent": per_agent,
+ROOT = Path(__file__).resolve().parent.parent
+
+BACKFILL = """
+import sys
+from pathlib import Path
+import dagster as dg
+from sapphire_assets.definitions import build_definitions
+from sapphire_domain.settings import load_settings
+defs = build_definitions(load_settings(), "local", Path(sys.argv[1]))
+result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+    instance=dg.DagsterInstance.ephemeral(),
+    asset_selection=[dg.AssetKey(a) for a in ("candles", "trades", "funding_rates", "features")],
+    tags={"dagster/asset_partition_range_start": "2017-10-01",
+          "dagster/asset_partition_range_end": "2019-09-30"},
+)
+assert result.success
+"""
+
+RETRAIN = """
+import json, resource, sys, time
+from pathlib import Path
+import dagster as dg
+from sapphire_assets.definitions import build_definitions
+from sapphire_domain.settings import load_settings
+started = time.perf_counter()
+defs = build_definitions(load_settings(), "local", Path(sys.argv[1]))
+instance = dg.DagsterInstance.ephemeral()
+loaded = time.perf_counter()
+job = defs.get_job_def("retrain_agents")
+result = job.execute_in_process(instance=instance, raise_on_error=False)
+finished = time.perf_counter()
+steps = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(result.run_id)
+         if s.end_time and s.start_time}
+checks = {e.asset_key.path[-1]: e.passed for e in result.get_asset_check_evaluations()}
+print(json.dumps({"success": result.success, "load_s": loaded - started,
+                  "run_s": finished - loaded, "steps": steps, "promoted": checks,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
-def main(runs: int = 3) -> None:
-    results = []
-    for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, capture_output=True,
-                             text=True, check=True)  # fmt: skip
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    best = min(results, key=lambda r: r["train_s"])
-    lines = [
-        SECTION,
-        "",
-        f"`bench/bench_retrain.py`, {datetime.now(UTC):%Y-%m-%d}, best of {runs} fresh processes "
-        f"on this machine ({__import__('os').cpu_count()} CPUs; LightGBM single-threaded, "
-        "deterministic, 15 leaves, 50 trees). Default universe: 4 symbols x 2 years of 30m bars "
-        f"({best['rows']} feature rows); each challenger trains on 180 days.",
-        "",
-        "| step | seconds |",
-        "| --- | ---: |",
-        f"| candles + features + labels | {best['prepare_s']:.2f} |",
-        *(f"| train + holdout score: {a} | {s:.2f} |" for a, s in best["per_agent"].items()),
-        f"| all four agents | {best['train_s']:.2f} |",
-        "",
-        f"Peak RSS of the process: {max(r['peak_rss_mib'] for r in results):.0f} MiB "
-        "(maximum over runs). Dagster's run overhead and the warehouse reads are not included.",
-        "",
-    ]
-    path = ROOT / "bench" / "RESULTS.md"
-    current = path.read_text()
-    if SECTION in current:
-        before, _, after = current.partition(SECTION)
-        rest = after.split("\n## ", 1)
-        current = before + "\n".join(lines) + ("\n## " + rest[1] if len(rest) > 1 else "")
-    else:
-        current = current.rstrip("\n") + "\n\n" + "\n".join(lines)
-    path.write_text(current)
-    print("\n".join(lines))
+def _python(code: str, state: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(state)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark step failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    console = Console()
+    state = Path(tempfile.mkdtemp(prefix="sapphire-bench-retrain-"))
+    with console.status("backfilling two years of candles and features (one run)"):
+        _python(BACKFILL, state)
+    runs = []
+    for repeat in range(args.repeats):
+        with console.status(f"retrain_agents run {repeat + 1}/{args.repeats}"):
+            runs.append(json.loads(_python(RETRAIN, state).strip().splitlines()[-1]))
+    best = min(runs, key=lambda r: r["run_s"])
+    table = Table(title=f"retrain_agents, best of {args.repeats} runs (fresh process each)")
+    table.add_column("step")
+    table.add_column("seconds", justify="right")
+    for step, seconds in sorted(best["steps"].items()):
+        table.add_row(step, f"{seconds:.2f}")
+    table.add_row("code location load", f"{best['load_s']:.2f}")
+    table.add_row("whole run (wall)", f"{best['run_s']:.2f}")
+    console.print(table)
+    walls = ", ".join(f"{r['run_s']:.1f} s" for r in runs)
+    peak = max(r["peak_rss_mib"] for r in runs)
+    console.print(
+        f"runs: {walls}; runs without a rejected challenger: "
+        f"{sum(r['success'] for r in runs)}/{len(runs)}; peak RSS {peak:,.0f} MiB (maximum over "
+        f"runs); promotion checks of the best run: {best['promoted']}"
+    )
 
 
 if __name__ == "__main__":
-    _ = resource, time
     main()
