@@ -19,7 +19,8 @@ $(UV):
 	$(UV) sync --frozen --extra production
 	touch $@
 
-# Debian libraries the wheels load from the system (OpenMP for LightGBM, NUMA for vLLM).
+# Debian packages the wheels and tests use from the system: OpenMP for LightGBM, NUMA for vLLM,
+# chromium and its driver for the UI test.
 system-deps:
 	bash scripts/install-system-deps.sh
 

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Installs the Debian libraries that wheels expect from the system and a minimal Debian lacks:
-# libgomp1 (OpenMP, for LightGBM) and libnuma1 (NUMA, for vLLM's CPU kernels). Does nothing when
-# they are present; uses sudo when not run as root.
+# Installs what the wheels and tests expect from the system and a minimal Debian lacks:
+# libgomp1 (OpenMP, for LightGBM), libnuma1 (NUMA, for vLLM's CPU kernels), and chromium with
+# chromium-driver (the headless browser the UI test drives). Does nothing when they are present;
+# uses sudo when not run as root.
 set -euo pipefail
 
 missing=()
 for entry in "libgomp.so.1:libgomp1" "libnuma.so.1:libnuma1"; do
   library="${entry%%:*}" package="${entry##*:}"
   if ! /sbin/ldconfig -p | grep -q "$library"; then
+    missing+=("$package")
+  fi
+done
+for entry in "chromium:chromium" "chromedriver:chromium-driver"; do
+  program="${entry%%:*}" package="${entry##*:}"
+  if ! command -v "$program" >/dev/null; then
     missing+=("$package")
   fi
 done

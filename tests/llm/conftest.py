@@ -7,10 +7,8 @@ script for offline mode. Tests that need it skip, saying why, only when vLLM is 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ import httpx
 import pytest
 
 from sapphire_bus.server import free_port
+from tests.processes import log_tail, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 LLM_PYTHON = Path(os.environ.get("SAPPHIRE_LLM_PYTHON", ROOT / "var/llm-venv/bin/python"))
@@ -79,23 +78,6 @@ def tiny_model(llm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return folder
 
 
-def stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    """Ends the process and the engine processes it spawned (they share its session)."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=30)
-    # The engine core and workers may outlive a leader that exited first.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-
-
-def _log_tail(path: Path, chars: int = 3000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-
 @pytest.fixture(scope="module")
 def vllm_server(
     llm_python: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
@@ -122,14 +104,14 @@ def vllm_server(
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if process.poll() is not None:
-                pytest.fail(f"vllm serve exited with {process.returncode}:\n{_log_tail(log)}")
+                pytest.fail(f"vllm serve exited with {process.returncode}:\n{log_tail(log)}")
             try:
                 if httpx.get(f"{base_url}/health", timeout=2.0).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"vllm serve not healthy after {START_TIMEOUT_S} s:\n{_log_tail(log)}")
+                pytest.fail(f"vllm serve not healthy after {START_TIMEOUT_S} s:\n{log_tail(log)}")
             time.sleep(1.0)
         yield base_url
     finally:
