@@ -28,9 +28,9 @@ the execution bar, in the paper venue the replayed price). The model:
 A maker order (a resting limit order) executes at the reference price with no slippage: the
 model assumes it was filled at its limit, and does not model the risk of it not being filled.
 
-``fill`` (one order, used by the paper venue) and ``fill_arrays`` (many orders, used by the
-backtest engine) both call the same compiled kernel ``fill_kernel``, so for the same inputs they
-give bit-identical quantities, prices, fees and slippage.
+``fill`` and ``fill_arrays`` (one order, many orders: the paper venue) and the backtest engine
+all call the same compiled kernel ``fill_kernel``, so for the same inputs they give bit-identical
+quantities, prices, fees and slippage.
 """
 
 from __future__ import annotations

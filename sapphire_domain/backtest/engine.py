@@ -160,44 +160,94 @@ class BacktestResult:
         )
 
 
-def validate_weights(weights: np.ndarray, market: MarketData, config: BacktestConfig) -> None:
-    """Raise a named error for weights the engine must not trade (see the module's errors)."""
+def validate_weights(weights: np.ndarray, market: MarketData, config: BacktestConfig) -> int:
+    """Raise a named error for weights the engine must not trade (see the module's errors);
+    otherwise return how many (bar, symbol) cells are traded or held, the room for fills."""
     if weights.shape != market.close.shape:
         raise MisalignedIndexError(
             f"weights have shape {weights.shape}, prices {market.close.shape} "
             f"(bars x symbols {list(market.symbols)}): they must be on the same bars and symbols"
         )
-    bad = ~np.isfinite(weights)
-    if bad.any():
-        t, j = np.argwhere(bad)[0]
+    first, count, gross, held = _scan_inputs(
+        weights,
+        np.ascontiguousarray(market.open, dtype=np.float64),
+        np.ascontiguousarray(market.close, dtype=np.float64),
+        config.execution_delay,
+        config.max_leverage + LEVERAGE_TOLERANCE,
+    )
+    if count[_NON_FINITE]:
+        t, j = first[_NON_FINITE]
         raise NonFiniteWeightsError(
-            f"{int(bad.sum())} weight(s) are not finite, the first for {market.symbols[j]} at "
-            f"{_when(market, t)}: {weights[t, j]}"
+            f"{count[_NON_FINITE]} weight(s) are not finite, the first for {market.symbols[j]} "
+            f"at {_when(market, t)}: {weights[t, j]}"
         )
-    gross = np.abs(weights).sum(axis=1)
-    over = gross > config.max_leverage + LEVERAGE_TOLERANCE
-    if over.any():
-        t = int(np.argmax(over))
+    if count[_OVER_LEVERAGE]:
         raise LeverageExceededError(
-            f"gross weight {gross[t]:.6g} at {_when(market, t)} is above the leverage limit "
-            f"{config.max_leverage} ({int(over.sum())} bar(s) over)"
+            f"gross weight {gross:.6g} at {_when(market, first[_OVER_LEVERAGE, 0])} is above the "
+            f"leverage limit {config.max_leverage} ({count[_OVER_LEVERAGE]} bar(s) over)"
         )
-    # The weight in force at bar t (decided at t - delay) and the one before it: a symbol is
-    # traded or held at bar t when either is non-zero, so it needs an open and a close there.
-    delay = config.execution_delay
-    active = np.zeros_like(weights, dtype=bool)
-    active[delay:] = weights[:-delay] != 0 if delay < len(weights) else False
-    held = active.copy()
-    held[1:] |= active[:-1]
-    for name, prices, mask in (("open", market.open, held), ("close", market.close, active)):
-        missing = mask & ~(np.isfinite(prices) & (prices > 0))
-        if missing.any():
-            t, j = np.argwhere(missing)[0]
+    for kind, name, prices in ((_NO_OPEN, "open", market.open), (_NO_CLOSE, "close", market.close)):
+        if count[kind]:
+            t, j = first[kind]
             raise MissingPriceError(
                 f"{market.symbols[j]} is traded or held at {_when(market, t)} but its {name} "
-                f"price there is {prices[t, j]} ({int(missing.sum())} such bar(s)); give it a "
+                f"price there is {prices[t, j]} ({count[kind]} such bar(s)); give it a "
                 "weight of 0 where it has no price"
             )
+    return int(held)
+
+
+# The problems _scan_inputs counts, in the order they are reported.
+_NON_FINITE, _OVER_LEVERAGE, _NO_OPEN, _NO_CLOSE = range(4)
+
+
+@njit(cache=True)
+def _scan_inputs(
+    weights: np.ndarray, open_: np.ndarray, close: np.ndarray, delay: int, limit: float
+) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """One pass over the inputs without temporaries: (first, count, gross, held).
+
+    first[k] is the (bar, symbol) of the first problem of kind k and count[k] how many there
+    are (bars for the leverage limit, cells otherwise); gross is the first bar's gross weight
+    over ``limit``. The weight in force at bar t was decided at t - delay; a symbol is traded
+    or held at bar t when that weight or the one before it is non-zero, so it needs an open
+    there, and a close where the weight in force is non-zero. held counts those cells.
+    """
+    bars, n = weights.shape
+    first = np.full((4, 2), -1, dtype=np.int64)
+    count = np.zeros(4, dtype=np.int64)
+    first_gross = 0.0
+    held = 0
+    for t in range(bars):
+        gross = 0.0
+        for j in range(n):
+            if not math.isfinite(weights[t, j]):
+                if count[_NON_FINITE] == 0:
+                    first[_NON_FINITE, 0], first[_NON_FINITE, 1] = t, j
+                count[_NON_FINITE] += 1
+            gross += abs(weights[t, j])
+        if gross > limit:  # NaN: False, and reported as non-finite
+            if count[_OVER_LEVERAGE] == 0:
+                first[_OVER_LEVERAGE, 0], first_gross = t, gross
+            count[_OVER_LEVERAGE] += 1
+        if t < delay:
+            continue
+        for j in range(n):
+            active = weights[t - delay, j] != 0.0
+            if not (active or (t > delay and weights[t - delay - 1, j] != 0.0)):
+                continue
+            held += 1
+            price = open_[t, j]
+            if not (price > 0.0 and price < math.inf):
+                if count[_NO_OPEN] == 0:
+                    first[_NO_OPEN, 0], first[_NO_OPEN, 1] = t, j
+                count[_NO_OPEN] += 1
+            price = close[t, j]
+            if active and not (price > 0.0 and price < math.inf):
+                if count[_NO_CLOSE] == 0:
+                    first[_NO_CLOSE, 0], first[_NO_CLOSE, 1] = t, j
+                count[_NO_CLOSE] += 1
+    return first, count, first_gross, held
 
 
 def _when(market: MarketData, t: int) -> str:
@@ -214,29 +264,12 @@ def run_backtest(
     config = BacktestConfig() if config is None else config
     matrix = weights_matrix(weights, market) if isinstance(weights, pl.DataFrame) else weights
     matrix = np.ascontiguousarray(matrix, dtype=np.float64)
-    validate_weights(matrix, market, config)
-    none = np.empty((0, matrix.shape[1]))
-    model = config.cost_model
-    out = _simulate(
-        np.ascontiguousarray(market.open, dtype=np.float64),
-        np.ascontiguousarray(market.close, dtype=np.float64),
-        none if market.volatility is None else np.ascontiguousarray(market.volatility),
-        np.ascontiguousarray(market.volume, dtype=np.float64),
-        none if market.funding is None else np.ascontiguousarray(market.funding),
-        matrix,
-        config.execution_delay,
-        float(config.initial_cash),
-        float(config.rebalance_band),
-        float(model.lot_size),
-        float(model.min_quantity),
-        float(model.min_notional),
-        float(model.fee_bps(config.liquidity)),
-        float(model.slippage_bps),
-        float(model.impact_coefficient),
-        float(model.max_slippage_bps),
-        config.liquidity == "taker",
-    )
-    equity, cash, positions, fees, slippage, funding, traded, fill_records, fill_index, count = out
+    room = validate_weights(matrix, market, config)
+    per_bar, positions, fills, count = _simulate_growing(matrix, market, config, room)
+    equity, cash, fees, slippage, funding, traded = per_bar
+    # Views, not copies: the fill buffers have room for a fill in every held cell, and the
+    # pages past ``count`` were never written, so they take no memory.
+    bar, symbol, quantity, price, reference, fee, slip = (values[:count] for values in fills)
     return BacktestResult(
         ts=market.ts,
         symbols=market.symbols,
@@ -250,13 +283,13 @@ def run_backtest(
         slippage=slippage,
         funding=funding,
         traded_notional=traded,
-        fill_bar=fill_index[:count, 0].copy(),
-        fill_symbol=fill_index[:count, 1].copy(),
-        fill_quantity=fill_records[:count, 0].copy(),
-        fill_price=fill_records[:count, 1].copy(),
-        fill_reference_price=fill_records[:count, 2].copy(),
-        fill_fee=fill_records[:count, 3].copy(),
-        fill_slippage=fill_records[:count, 4].copy(),
+        fill_bar=bar,
+        fill_symbol=symbol,
+        fill_quantity=quantity,
+        fill_price=price,
+        fill_reference_price=reference,
+        fill_fee=fee,
+        fill_slippage=slip,
     )
 
 
@@ -290,6 +323,63 @@ def weights_matrix(frame: pl.DataFrame, market: MarketData) -> np.ndarray:
     return out
 
 
+def _simulate_growing(
+    weights: np.ndarray, market: MarketData, config: BacktestConfig, room: int
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], int]:
+    """Run the kernel with room for ``room`` fills: (per_bar, positions, fill buffers, count).
+
+    ``validate_weights`` counts a fill's room in every traded or held cell, which the fills do
+    not outgrow; should they, the kernel stops at the start of the bar that might overflow, and
+    resumes there with bigger buffers. The outputs are allocated by numpy, not inside numba:
+    numpy advises Linux to back large arrays with huge pages, which halves the cost of writing
+    fresh outputs once a process has freed some (its first run pays to assemble them); and a
+    kernel that neither reassigns nor slices an array does no reference counting (atomic
+    operations) in its loops.
+    """
+    bars, n = weights.shape
+    none = np.empty((0, n))
+    model = config.cost_model
+    per_bar = np.empty((6, bars))
+    positions = np.empty(weights.shape)
+    room = max(room, n)
+    # bar, symbol; quantity, price, reference price, fee, slippage
+    fills: list[np.ndarray] = [np.empty(room, np.int32), np.empty(room, np.int32)]
+    fills += [np.empty(room) for _ in "qprfs"]
+    inputs = (
+        np.ascontiguousarray(market.open, dtype=np.float64),
+        np.ascontiguousarray(market.close, dtype=np.float64),
+        none if market.volatility is None else np.ascontiguousarray(market.volatility),
+        np.ascontiguousarray(market.volume, dtype=np.float64),
+        none if market.funding is None else np.ascontiguousarray(market.funding),
+        weights,
+        config.execution_delay,
+        float(config.rebalance_band),
+        float(model.lot_size),
+        float(model.min_quantity),
+        float(model.min_notional),
+        float(model.fee_bps(config.liquidity)),
+        float(model.slippage_bps),
+        float(model.impact_coefficient),
+        float(model.max_slippage_bps),
+        config.liquidity == "taker",
+    )
+    position = np.zeros(n)
+    cash, count, bar = float(config.initial_cash), 0, 0
+    while True:
+        bar, cash, count = _simulate(
+            *inputs, bar, cash, count, position, per_bar, positions, *fills
+        )
+        if bar == bars:
+            return per_bar, positions, fills, count
+        fills = [_grown(values, count, 2 * len(values) + n) for values in fills]
+
+
+def _grown(values: np.ndarray, used: int, size: int) -> np.ndarray:
+    bigger = np.empty(size, dtype=values.dtype)
+    bigger[:used] = values[:used]
+    return bigger
+
+
 @njit(cache=True)
 def _simulate(
     open_: np.ndarray,
@@ -299,7 +389,6 @@ def _simulate(
     funding: np.ndarray,
     weights: np.ndarray,
     delay: int,
-    initial_cash: float,
     band: float,
     lot_size: float,
     min_quantity: float,
@@ -309,65 +398,68 @@ def _simulate(
     impact_coefficient: float,
     max_slippage_bps: float,
     is_taker: bool,
-) -> tuple[
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    np.ndarray,
-    int,
-]:
+    start: int,
+    cash: float,
+    count: int,
+    position: np.ndarray,
+    per_bar: np.ndarray,
+    positions: np.ndarray,
+    fill_bar: np.ndarray,
+    fill_symbol: np.ndarray,
+    fill_quantity: np.ndarray,
+    fill_price: np.ndarray,
+    fill_reference: np.ndarray,
+    fill_fee: np.ndarray,
+    fill_slippage: np.ndarray,
+) -> tuple[int, float, int]:
+    """Simulate from bar ``start`` with ``cash``, ``count`` fills and ``position`` (updated in
+    place) after the bar before it. Write equity, cash, fees, slippage, funding and traded
+    notional per bar into the rows of ``per_bar``, the positions after each bar into
+    ``positions`` and the fills into the fill buffers. Return (bar, cash, count) at the end, or
+    at the start of a bar whose fills might not fit in the buffers."""
     bars, n = weights.shape
-    has_vol = volatility.shape[0] > 0
+    # Volatility and volume only matter to the impact term; without it they are not read.
+    impact = is_taker and impact_coefficient > 0.0 and volatility.shape[0] > 0
     has_funding = funding.shape[0] > 0
-    equity = np.empty(bars)
-    cash_path = np.empty(bars)
-    positions = np.empty((bars, n))
-    fees = np.zeros(bars)
-    slippage = np.zeros(bars)
-    funding_paid = np.zeros(bars)
-    traded = np.zeros(bars)
-    capacity = 1024
-    records = np.empty((capacity, 5))  # quantity, price, reference, fee, slippage
-    index = np.empty((capacity, 2), dtype=np.int64)  # bar, symbol
-    count = 0
-    position = np.zeros(n)
-    cash = initial_cash
-    for t in range(bars):
+    room = fill_bar.shape[0]
+    for t in range(start, bars):
+        if t >= delay and count + n > room:
+            return t, cash, count
+        bar_fees = 0.0
+        bar_slippage = 0.0
+        bar_funding = 0.0
+        bar_traded = 0.0
         if has_funding:
             for j in range(n):
                 rate = funding[t, j]
                 if position[j] != 0.0 and not math.isnan(rate) and rate != 0.0:
                     payment = position[j] * open_[t, j] * rate
                     cash -= payment
-                    funding_paid[t] += payment
+                    bar_funding += payment
         decided = t - delay
         if decided >= 0:
             at_open = cash
             for j in range(n):
                 if position[j] != 0.0:
                     at_open += position[j] * open_[t, j]
+            invested = at_open > 0.0
             for j in range(n):
-                weight = weights[decided, j] if at_open > 0.0 else 0.0
-                if weight == 0.0 and position[j] == 0.0:
+                weight = weights[decided, j] if invested else 0.0
+                held = position[j]
+                if weight == 0.0 and held == 0.0:
                     continue
                 price = open_[t, j]
                 if weight == 0.0:
-                    order = -position[j]
+                    order = -held
                 else:
-                    order = weight * at_open / price - position[j]
+                    order = weight * at_open / price - held
                     if abs(order) * price < band * at_open:
                         continue
                 vol = math.nan
                 bar_volume = math.nan
-                if t > 0:
+                if impact and t > 0:
+                    vol = volatility[t - 1, j]
                     bar_volume = volume[t - 1, j]
-                    if has_vol:
-                        vol = volatility[t - 1, j]
                 quantity, executed, fee, slip = fill_kernel(
                     order,
                     price,
@@ -384,43 +476,28 @@ def _simulate(
                 )
                 if quantity == 0.0:
                     continue
-                position[j] += quantity
+                position[j] = held + quantity
                 cash -= quantity * executed + fee
-                fees[t] += fee
-                slippage[t] += slip
-                traded[t] += abs(quantity) * executed
-                if count == capacity:
-                    capacity *= 2
-                    grown = np.empty((capacity, 5))
-                    grown[:count] = records
-                    records = grown
-                    grown_index = np.empty((capacity, 2), dtype=np.int64)
-                    grown_index[:count] = index
-                    index = grown_index
-                records[count, 0] = quantity
-                records[count, 1] = executed
-                records[count, 2] = price
-                records[count, 3] = fee
-                records[count, 4] = slip
-                index[count, 0] = t
-                index[count, 1] = j
+                bar_fees += fee
+                bar_slippage += slip
+                bar_traded += abs(quantity) * executed
+                fill_bar[count] = t
+                fill_symbol[count] = j
+                fill_quantity[count] = quantity
+                fill_price[count] = executed
+                fill_reference[count] = price
+                fill_fee[count] = fee
+                fill_slippage[count] = slip
                 count += 1
         marked = cash
         for j in range(n):
             positions[t, j] = position[j]
             if position[j] != 0.0:
                 marked += position[j] * close[t, j]
-        equity[t] = marked
-        cash_path[t] = cash
-    return (
-        equity,
-        cash_path,
-        positions,
-        fees,
-        slippage,
-        funding_paid,
-        traded,
-        records,
-        index,
-        count,
-    )
+        per_bar[0, t] = marked
+        per_bar[1, t] = cash
+        per_bar[2, t] = bar_fees
+        per_bar[3, t] = bar_slippage
+        per_bar[4, t] = bar_funding
+        per_bar[5, t] = bar_traded
+    return bars, cash, count

@@ -13,6 +13,7 @@ from sapphire_domain.backtest import (
     MisalignedIndexError,
     MissingPriceError,
     NonFiniteWeightsError,
+    engine,
     run_backtest,
 )
 from sapphire_domain.errors import ConfigError
@@ -82,10 +83,12 @@ def test_every_engine_fill_equals_the_paper_venue_fill_for_the_same_order():
             if venue is None:
                 continue
             assert (result.fill_bar[k], result.fill_symbol[k]) == (t, j)
-            assert (venue.quantity, venue.price, venue.fee) == (
+            assert (venue.quantity, venue.price, venue.fee, venue.slippage_cost, price) == (
                 result.fill_quantity[k],
                 result.fill_price[k],
                 result.fill_fee[k],
+                result.fill_slippage[k],
+                result.fill_reference_price[k],
             )
             position[j] += venue.quantity
             cash -= venue.quantity * venue.price + venue.fee
@@ -143,12 +146,17 @@ def test_weights_as_a_frame_on_the_market_bars_trade_like_the_matrix():
 def test_non_finite_weights_are_refused():
     with pytest.raises(NonFiniteWeightsError, match="S0/USD"):
         run_backtest(np.array([[0.5], [math.nan]]), market(close=[1.0, 1.0]))
+    weights = np.array([[0.1, 0.1], [0.1, math.inf], [math.nan, 0.1]])
+    with pytest.raises(NonFiniteWeightsError, match=r"^2 weight\(s\).* S1/USD at bar 1 .*: inf$"):
+        run_backtest(weights, market(close=np.ones((3, 2))))
 
 
 def test_weights_above_the_leverage_limit_are_refused():
     prices = market(close=np.ones((2, 2)))
     with pytest.raises(LeverageExceededError, match=r"1\.2"):
         run_backtest(np.array([[0.6, -0.6], [0, 0]]), prices)
+    with pytest.raises(LeverageExceededError, match=r"1\.5 at bar 1 .*\(2 bar\(s\) over\)"):
+        run_backtest(np.array([[0.5, 0.5], [1.0, -0.5], [1.0, 1.0]]), market(close=np.ones((3, 2))))
     run_backtest(np.array([[0.6, -0.6], [0, 0]]), prices, BacktestConfig(max_leverage=2.0))
 
 
@@ -158,6 +166,15 @@ def test_a_missing_price_for_a_traded_symbol_is_refused():
         run_backtest(np.array([[0.5, 0.5], [0.5, 0.5], [0, 0]]), prices)
     # Untraded, the hole does not matter.
     run_backtest(np.array([[0.5, 0.0], [0.5, 0.0], [0, 0]]), prices)
+
+
+def test_a_position_being_closed_needs_an_open_but_no_close():
+    # Bought at bar 1, closed at the open of bar 2: bar 2's close is never used.
+    close = np.array([1.0, 1.0, math.nan, 1.0])
+    run_backtest(np.array([[0.5], [0.0], [0.0], [0.0]]), market(close=close, open_=np.ones(4)))
+    opens = np.array([1.0, 1.0, math.nan, 1.0])
+    with pytest.raises(MissingPriceError, match=r"at bar 2 .* open price there is nan \(1 such"):
+        run_backtest(np.array([[0.5], [0.0], [0.0], [0.0]]), market(close=np.ones(4), open_=opens))
 
 
 def test_misaligned_weights_are_refused():
@@ -173,3 +190,21 @@ def test_misaligned_weights_are_refused():
     )
     with pytest.raises(MisalignedIndexError, match="not bars"):
         run_backtest(off_bar, prices)
+
+
+def test_the_fill_buffers_grow_when_fills_outnumber_their_room():
+    # run_backtest gives the kernel room for a fill in every traded or held cell, which the fills
+    # do not outgrow; given less, the kernel stops, and resumes with bigger buffers.
+    candles = generate_candles(3, 2, "30m", seed=5)
+    prices = MarketData.from_candles(candles)
+    weights = np.random.default_rng(1).uniform(-0.3, 0.3, prices.close.shape)
+    config = BacktestConfig()
+    full = run_backtest(weights, prices, config)
+    assert full.fill_count > 10 * 3
+    per_bar, positions, fills, count = engine._simulate_growing(weights, prices, config, room=1)
+    assert count == full.fill_count and len(fills[0]) >= count
+    names = ("bar", "symbol", "quantity", "price", "reference_price", "fee", "slippage")
+    for name, values in zip(names, fills, strict=True):
+        assert np.array_equal(values[:count], getattr(full, f"fill_{name}")), name
+    assert np.array_equal(per_bar[0], full.equity) and np.array_equal(per_bar[1], full.cash)
+    assert np.array_equal(positions, full.positions)
