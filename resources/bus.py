@@ -1,4 +1,5 @@
-"""The Redis bus as a Dagster resource: publish targets, read the latest one back.
+"""The Redis bus as a Dagster resource: publish targets, read the latest one back, and read the
+execution service's trading state from its risk events.
 
 ``url`` comes from ``dg.EnvVar("REDIS_URL")`` in production; the embedded default points it at
 the project's local ``redis-server`` (``sapphire_bus.server``). Entries are ``encode(message)``
@@ -7,12 +8,26 @@ fields on the streams named in ``sapphire_domain.messages``.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import dagster as dg
 import redis
 from pydantic import Field
 
 from sapphire_domain.errors import SapphireError
-from sapphire_domain.messages import TARGETS_STREAM, TargetPortfolio, decode, encode
+from sapphire_domain.messages import (
+    RISK_STREAM,
+    TARGETS_STREAM,
+    MalformedMessageError,
+    RiskEvent,
+    TargetPortfolio,
+    decode,
+    encode,
+)
+
+# Risk events read back when looking for the latest valid one behind malformed entries.
+_RISK_LOOKBACK = 100
+_PAGE = 500
 
 
 class BusUnavailableError(SapphireError):
@@ -53,3 +68,47 @@ class BusResource(dg.ConfigurableResource):
             return None
         message = decode(entries[0][1])  # type: ignore[arg-type]
         return message if isinstance(message, TargetPortfolio) else None
+
+    def published_targets(self, since: datetime) -> list[TargetPortfolio]:
+        """The targets on the stream created at or after ``since``, oldest first. Targets are
+        published in version (creation) order, so the stream is read backwards until one is
+        older; malformed entries are passed over."""
+        found: list[TargetPortfolio] = []
+        upper = "+"
+        try:
+            client = self.client()
+            while True:
+                entries = client.xrevrange(TARGETS_STREAM, max=upper, count=_PAGE)
+                for _, fields in entries or []:
+                    try:
+                        message = decode(fields)  # type: ignore[arg-type]
+                    except MalformedMessageError:
+                        continue
+                    if not isinstance(message, TargetPortfolio):
+                        continue
+                    if message.created_at < since:
+                        return found[::-1]
+                    found.append(message)
+                if not entries or len(entries) < _PAGE:
+                    return found[::-1]
+                last = entries[-1][0]
+                upper = f"({last.decode() if isinstance(last, bytes) else last}"
+        except redis.RedisError as error:
+            raise BusUnavailableError(f"could not read the targets stream: {error}") from None
+
+    def latest_risk_event(self) -> RiskEvent | None:
+        """The execution service's latest risk event (its trading state now), or None when it
+        never published one (it starts ACTIVE). Malformed entries are passed over: they are
+        the service's dead letters to report, not a state."""
+        try:
+            entries = self.client().xrevrange(RISK_STREAM, count=_RISK_LOOKBACK)
+        except redis.RedisError as error:
+            raise BusUnavailableError(f"could not read the risk stream: {error}") from None
+        for _, fields in entries or []:
+            try:
+                message = decode(fields)  # type: ignore[arg-type]
+            except MalformedMessageError:
+                continue
+            if isinstance(message, RiskEvent):
+                return message
+        return None

@@ -97,11 +97,29 @@ class AgentsConfig(_Frozen):
     backends: dict[str, Literal["quant", "llm_server", "llm_offline"]] = Field(default_factory=dict)
 
 
+class LiveSettings(_Frozen):
+    """The live loop's sensors (``sensors/``).
+
+    sensor_interval_s: the least time between two evaluations of a live-loop sensor; the
+        Dagster daemon evaluates sensors at most every few seconds whatever this says.
+    retrain_after_fills: new fills stored since the last retrain that trigger ``retrain_agents``.
+    min_live_hit_rate: an agent whose hit rate on its latest scored day falls below this
+        triggers ``retrain_agents`` (skill decay); 0 turns the trigger off.
+    min_scored_rows: forecasts an agent needs on that day before its hit rate counts.
+    """
+
+    sensor_interval_s: int = Field(default=2, ge=1)
+    retrain_after_fills: int = Field(default=200, ge=1)
+    min_live_hit_rate: float = Field(default=0.45, ge=0, le=1)
+    min_scored_rows: int = Field(default=50, ge=1)
+
+
 class Settings(_Frozen):
     universe: UniverseSettings
     replay: ReplaySettings = ReplaySettings()
     quality: QualitySettings = QualitySettings()
     agents: AgentsConfig = AgentsConfig()
+    live: LiveSettings = LiveSettings()
 
 
 def parse_settings(raw: Any, source: str) -> Settings:

@@ -26,7 +26,7 @@ from sapphire_domain.agents.models import QuantBackend
 from sapphire_domain.agents.skill import skill
 from sapphire_domain.agents.specs import AGENTS, AgentSpec
 from sapphire_domain.coordinator import SCORECARD_SCHEMA, combine, hedge_weights, score_forecasts
-from sapphire_domain.messages import TargetPortfolio, TargetPosition
+from sapphire_domain.messages import TargetPortfolio, TargetPosition, TradingState
 from sapphire_domain.portfolio import target_weights
 from sapphire_domain.settings import Settings
 from sapphire_domain.timeframes import bars_per_day, timeframe_ms
@@ -307,7 +307,8 @@ def build_agent_assets(
         candles: pl.DataFrame,
     ) -> dg.Output[pl.DataFrame]:
         """Target weights at the last bar of each day (vol-targeted, capped, with a no-trade
-        band); the latest is published to the bus as a TargetPortfolio."""
+        band); the latest is published to the bus as a TargetPortfolio, unless the execution
+        service is HALTED. The rows also keep every target published earlier for these days."""
         latest = bus.latest_target()
         previous = latest.weights() if latest else {}
         step = timedelta(milliseconds=step_ms)
@@ -356,20 +357,46 @@ def build_agent_assets(
                 for s, w in sorted(weights.items())
             ]
             previous = weights
+        # While the execution service is HALTED nothing new is published: a target sent now
+        # would be denied, or traded stale the moment trading resumes.
+        risk = bus.latest_risk_event()
+        halted = risk is not None and risk.state is TradingState.HALTED
         published = ""
-        if target is not None and (latest is None or target.version > latest.version):
+        if halted and risk is not None:
+            published = f"not published: trading is HALTED ({risk.reason})"
+        elif target is not None and (latest is None or target.version > latest.version):
             published = bus.publish_target(target)
+        # The targets the live loop published for these days, each kept: a fill names the
+        # version it traded, and re-materialising the open day must not drop earlier ones.
+        window = context.partition_time_window
+        computed = {row["version"] for row in rows}
+        for sent in bus.published_targets(since=window.start + step):
+            at = sent.created_at - step
+            if sent.version in computed or not window.start <= at < window.end:
+                continue
+            rows += [
+                {
+                    "ts": at,
+                    "symbol": position.symbol,
+                    "weight": position.weight,
+                    "version": sent.version,
+                    "created_at": sent.created_at,
+                    "valid_until": sent.valid_until,
+                }
+                for position in sent.positions
+            ]
         frame = pl.DataFrame(rows, schema={
             "ts": pl.Datetime("ms", "UTC"), "symbol": pl.String, "weight": pl.Float64,
             "version": pl.Int64, "created_at": pl.Datetime("ms", "UTC"),
             "valid_until": pl.Datetime("ms", "UTC"),
-        })  # fmt: skip
+        }).sort("ts", "symbol")  # fmt: skip
         return dg.Output(
             frame,
             metadata={
                 "dagster/row_count": frame.height,
                 "version": target.version if target else 0,
                 "published_entry": published or "not published (not newer than the bus's)",
+                "trading_state": risk.state.value if risk else TradingState.ACTIVE.value,
                 "model_versions": dg.MetadataValue.json(target.model_versions if target else {}),
                 "gross": sum(abs(p.weight) for p in target.positions) if target else 0.0,
                 "weights": table(frame.tail(len(AGENTS) * 4)),
@@ -381,9 +408,11 @@ def build_agent_assets(
         selection=[m.key for m in models],
         description="Retrain every agent's challenger; the blocking check promotes the better.",
     )
+    # The full retrain on the wall clock; the live loop's retrain sensor adds retrains driven
+    # by trade feedback and skill decay.
     schedule = dg.ScheduleDefinition(
         name="retrain_agents_schedule", job=retrain, cron_schedule=agents.retrain_cron,
-        default_status=dg.DefaultScheduleStatus.STOPPED,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
     )  # fmt: skip
     assets = [*models, *forecasts, agent_scorecard, combined_signal, target_portfolio]
     return assets, [], [retrain], [schedule]

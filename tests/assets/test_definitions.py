@@ -20,7 +20,7 @@ ASSETS = (
     | {f"{a}_model" for a in AGENTS}
     | {f"{a}_forecasts" for a in AGENTS}
     | {"agent_scorecard", "combined_signal", "target_portfolio", "strategy_performance"}
-    | {"trade_fills", "trade_feedback", "live_vs_backtest"}
+    | {"trade_fills", "trade_feedback", "live_vs_backtest", "execution_state"}
 )
 CANDLE_CHECKS = {
     "schema",
@@ -45,7 +45,24 @@ def test_the_code_location_loads_with_every_asset_and_check():
     } | promotions == checks
     blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
     assert blocking == (CANDLE_CHECKS - {"gaps"}) | {"no_lookahead", "beats_champion"}
-    assert [job.name for job in defs.jobs] == ["retrain_agents"]
+    assert {job.name for job in defs.jobs} == {
+        "retrain_agents",
+        "market_history",
+        "live_loop",
+        "fills_to_warehouse",
+        "performance_report",
+    }
+    assert {s.name for s in defs.sensors} == {
+        "new_candles",
+        "new_fills",
+        "retrain_trigger",
+        "risk_events",
+        "automation_conditions",
+    }
+    assert {s.name for s in defs.schedules} == {
+        "retrain_agents_schedule",
+        "daily_performance_report",
+    }
 
 
 def test_every_market_time_asset_backfills_in_a_single_run():
