@@ -9,7 +9,7 @@ export UV_LINK_MODE := copy
 export UV_SYSTEM_CERTS := 1
 export DAGSTER_HOME := $(CURDIR)/var/dagster_home
 
-.PHONY: run test lint typecheck check bench sync system-deps llm-env clean
+.PHONY: run demo test lint typecheck check bench sync system-deps llm-env clean
 
 $(UV):
 	python3 -m venv .tools
@@ -26,8 +26,14 @@ system-deps:
 
 sync: system-deps .venv/.synced
 
-run: sync ## the platform on its embedded default: Dagster UI and daemon on http://127.0.0.1:3000
+# Redis, the Dagster UI (http://127.0.0.1:3000) and daemon, the paper execution service
+# (http://127.0.0.1:9464/metrics), supervised on one replay clock; Ctrl-C stops them all.
+run: sync
 	$(UV_RUN) sapphire run
+
+# Backfill, train, backtest, paper-trade, feed back and retrain once, headless, in var/demo.
+demo: sync
+	$(UV_RUN) sapphire demo
 
 # vLLM on CPU lives in its own environment (var/llm-venv): it pins torch and is 3 GB.
 llm-env: $(UV)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -20,12 +18,9 @@ console = Console(stderr=True)
 
 def dagster_home() -> Path:
     """The project-local DAGSTER_HOME, holding a link to the project's ``dagster.yaml``."""
-    home = Path(os.environ.get("DAGSTER_HOME", PROJECT_ROOT / "var" / "dagster_home"))
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.symlink_to(PROJECT_ROOT / "dagster.yaml")
-    return home
+    from sapphire_cli.run import default_dagster_home, ensure_dagster_home
+
+    return ensure_dagster_home(default_dagster_home())
 
 
 def _state_dir() -> Path:
@@ -35,31 +30,16 @@ def _state_dir() -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Redis for the bus, then the Dagster UI and daemon; Ctrl-C stops both."""
-    from sapphire_bus.server import LOCAL_PORT, RedisServer
+    """Redis, the Dagster UI and daemon, and the paper execution service, supervised."""
+    from sapphire_cli.run import run
 
-    home = dagster_home()
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
-    redis_server = None
-    if "REDIS_URL" not in os.environ:
-        redis_server = RedisServer(_state_dir() / "redis", port=LOCAL_PORT).start()
-        env["REDIS_URL"] = redis_server.url
-    dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
-    console.print(
-        f"[bold]Sapphire[/bold]: Dagster UI on [cyan]http://{args.host}:{args.port}[/cyan] "
-        f"(DAGSTER_HOME={home}); bus on {env['REDIS_URL']}; Ctrl-C stops everything."
-    )
-    command = [
-        dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-        "-h", args.host, "-p", str(args.port),
-    ]  # fmt: skip
-    try:
-        return subprocess.run(command, env=env, cwd=PROJECT_ROOT, check=False).returncode
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        if redis_server is not None:
-            redis_server.stop()
+    return run(args, console)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sapphire_cli.demo import run_demo
+
+    return run_demo(args, console)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -113,19 +93,12 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from sapphire_market.replay import ReplayClockFile, ReplayExchange
+    from sapphire_cli.clock import clock_file, session_start
 
     settings = load_settings(os.environ.get("SAPPHIRE_CONFIG"))
-    exchange = ReplayExchange()
-    clock = ReplayClockFile(_state_dir() / "replay_clock.json", default_ms=exchange.data_end_ms)
+    clock = clock_file(_state_dir())
     if args.action == "start":
-        start = (
-            args.at
-            or settings.replay.start
-            or datetime.combine(settings.universe.start, datetime.min.time(), tzinfo=UTC)
-        )
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=UTC)
+        start = session_start(settings, args.at)
         speed = args.speed if args.speed is not None else settings.replay.speed
         clock.start(int(start.timestamp() * 1000), speed)
     elif args.action == "reset":
@@ -139,10 +112,76 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sapphire", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="start the Dagster UI and daemon on the embedded default")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=3000)
+    run = commands.add_parser(
+        "run",
+        help="run the platform: Redis, the Dagster UI and daemon, the paper execution service",
+    )
+    run.add_argument("--host", default="127.0.0.1", help="interface of the Dagster UI")
+    run.add_argument("--port", type=int, help="Dagster UI port (SAPPHIRE_UI_PORT, 3000)")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        help="execution service's /metrics, /healthz and control API (SAPPHIRE_METRICS_PORT, 9464)",
+    )
+    run.add_argument(
+        "--redis-port",
+        type=int,
+        help="port of the embedded redis-server (SAPPHIRE_REDIS_PORT, 6390)",
+    )
+    run.add_argument(
+        "--speed",
+        type=float,
+        help="simulated seconds per wall second "
+        "(default: replay.speed; 1440 is a simulated day per minute)",
+    )
+    run.add_argument(
+        "--start",
+        type=datetime.fromisoformat,
+        help="restart the replay clock at this simulated time (default: resume where it stands)",
+    )
+    run.add_argument(
+        "--exec-config",
+        type=Path,
+        help="execution service configuration (default: config/exec-paper.yaml)",
+    )
+    run.add_argument(
+        "--max-crashes",
+        type=int,
+        default=5,
+        help="crashes of one process within --crash-window that stop everything",
+    )
+    run.add_argument("--crash-window", type=float, default=300.0, help="seconds (300)")
     run.set_defaults(handler=cmd_run)
+
+    demo = commands.add_parser(
+        "demo", help="a finite, headless tour: backfill, train, backtest, paper-trade, retrain"
+    )
+    demo.add_argument(
+        "--state-dir",
+        default=str(PROJECT_ROOT / "var" / "demo"),
+        help="the demo's own state folder, wiped at each start (var/demo)",
+    )
+    demo.add_argument(
+        "--session-start",
+        type=date.fromisoformat,
+        default=date(2019, 6, 1),
+        help="first paper-traded day (2019-06-01)",
+    )
+    demo.add_argument("--days", type=int, default=3, help="paper-traded days (3)")
+    demo.add_argument(
+        "--history-days",
+        type=int,
+        default=200,
+        help="days of features before the session (200: a full training window)",
+    )
+    demo.add_argument("--backtest-days", type=int, default=7, help="days backtested (7)")
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=8640.0,
+        help="simulated seconds per wall second in the session (8640: a simulated day per 10 s)",
+    )
+    demo.set_defaults(handler=cmd_demo)
 
     sql = commands.add_parser("sql", help="query the local warehouse with DuckDB SQL")
     sql.add_argument("-c", "--query", help="run one statement and exit")
