@@ -223,6 +223,8 @@ class ModelStore:
             "parameters": model.params,
             "return_scale": model.return_scale,
             "validation_metrics": model.metrics,
+            # absent (older manifests) or null: usable from cutoff + embargo
+            "available_from": model.available_from.isoformat() if model.available_from else None,
             "created_at": (created_at or datetime.now(UTC)).isoformat(),
             "status": status,
             "parts": sorted(texts),
@@ -282,6 +284,11 @@ class ModelStore:
             return_scale=manifest["return_scale"],
             params=manifest["parameters"],
             metrics=manifest["validation_metrics"],
+            available_from=(
+                datetime.fromisoformat(manifest["available_from"])
+                if manifest.get("available_from")
+                else None
+            ),
         )
 
     def versions(self, agent: str) -> list[str]:

@@ -120,14 +120,20 @@ def build_model_asset(
         weighted, feedback = weighted_rows(
             known, usable_feedback(stored, window.cutoff), agents.feedback_boost
         )
+        champion_version = store.champion(spec.name)
         challenger = train_model(spec, weighted, window, wf.horizon_bars, agents.model)
         # The manifest keeps what the challenger learnt from (its "parameters" are what it
-        # was trained with); the model itself reads none of it.
-        challenger = replace(challenger, params={**challenger.params, "trade_feedback": feedback})
+        # was trained with); the model itself reads none of it. Promoted over a champion, it
+        # serves only from as_of on: its promotion saw the outcomes up to then.
+        challenger = replace(
+            challenger,
+            params={**challenger.params, "trade_feedback": feedback},
+            available_from=as_of if champion_version else None,
+        )
         holdout = known.filter(pl.col("ts") >= holdout_start).drop_nulls(LABEL)
         challenger.metrics = validation_metrics(challenger, holdout)
-        store.save(challenger)
-        champion_version = store.champion(spec.name)
+        if challenger.version not in store.versions(spec.name):
+            store.save(challenger)  # an identical model is already stored: keep its record
         champion_metrics = (
             validation_metrics(store.load(spec.name, champion_version), holdout)
             if champion_version

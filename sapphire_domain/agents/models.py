@@ -23,7 +23,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import lightgbm as lgb
@@ -98,6 +98,11 @@ class AgentModel:
 
     ``boosters`` maps a part name to a LightGBM booster: ``p_up`` for a classifier, ``q10``,
     ``q50``, ``q90`` for a quantile model.
+
+    ``available_from``: the earliest time the model may forecast, beyond ``cutoff + embargo``. A
+    challenger promoted over a champion gets the time it was trained at: its promotion looked at
+    outcomes up to then, so rematerialising an earlier day must keep the model that served it.
+    None for walk-forward lineage models (and a first model), usable from ``cutoff + embargo``.
     """
 
     agent: str
@@ -110,6 +115,11 @@ class AgentModel:
     return_scale: float
     params: dict[str, Any]
     metrics: dict[str, float] = field(default_factory=dict)
+    available_from: datetime | None = None
+
+    def usable_from(self, embargo: timedelta) -> datetime:
+        earliest = self.window.usable_from(embargo)
+        return max(earliest, self.available_from) if self.available_from else earliest
 
     def texts(self) -> dict[str, str]:
         return {part: b.model_to_string() for part, b in sorted(self.boosters.items())}
@@ -222,8 +232,9 @@ def validation_metrics(model: AgentModel, labelled: pl.DataFrame) -> dict[str, f
 class QuantBackend:
     """The quantitative ForecastBackend over a walk-forward lineage of models.
 
-    Each row is forecast by the latest model whose ``cutoff + embargo`` is at or before the row's
-    time (``select_models``); a stale flag is not its concern (the coordinator down-weights).
+    Each row is forecast by the latest model usable at the row's time: ``cutoff + embargo`` and
+    ``available_from`` at or before it (``select_models``); a stale flag is not its concern (the
+    coordinator down-weights).
     """
 
     name = "lightgbm"
@@ -238,12 +249,18 @@ class QuantBackend:
         if not mine:
             raise NoModelError(f"{agent.name}: no trained model; run the retrain_agents job")
         available = pl.DataFrame(
-            {"version": [m.version for m in mine], "cutoff": [m.window.cutoff for m in mine]}
-        )
+            {
+                "version": [m.version for m in mine],
+                "cutoff": [m.window.cutoff for m in mine],
+                "available_from": [m.available_from for m in mine],
+            },
+            schema={"version": pl.String, "cutoff": pl.Datetime("us", "UTC"),
+                    "available_from": pl.Datetime("us", "UTC")},
+        )  # fmt: skip
         picked = select_models(features.select("ts"), available, self.embargo)
         orphans = picked.filter(pl.col("version").is_null())
         if orphans.height:
-            first = min(m.window.cutoff for m in mine) + self.embargo
+            first = min(m.usable_from(self.embargo) for m in mine)
             raise NoModelError(
                 f"{agent.name}: {orphans.height} row(s) from {orphans['ts'].min()!s} precede every "
                 f"model's availability ({first}); forecasting them would use a model trained on "

@@ -91,14 +91,15 @@ def lineage_cutoffs(first: datetime, last: datetime, every: timedelta) -> list[d
 
 
 def select_models(times: pl.DataFrame, available: pl.DataFrame, embargo: timedelta) -> pl.DataFrame:
-    """For each row of ``times`` (a ``ts`` column), the ``version`` of the latest model whose
-    ``cutoff + embargo <= ts``; null where none qualifies. ``available`` has ``version`` and
-    ``cutoff`` (UTC datetimes)."""
+    """For each row of ``times`` (a ``ts`` column), the ``version`` of the latest model usable at
+    ``ts``: ``cutoff + embargo <= ts`` and, where ``available`` has an ``available_from`` column
+    that is not null, ``available_from <= ts``; null where none qualifies. ``available`` has
+    ``version`` and ``cutoff`` (UTC datetimes)."""
+    usable = pl.col("cutoff").cast(pl.Datetime("ms", "UTC")) + embargo
+    if "available_from" in available.columns:
+        usable = pl.max_horizontal(usable, pl.col("available_from").cast(pl.Datetime("ms", "UTC")))
     models = (
-        available.select(
-            "version",
-            (pl.col("cutoff").cast(pl.Datetime("ms", "UTC")) + embargo).alias("_usable_from"),
-        )
+        available.select("version", usable.alias("_usable_from"))
         .sort("_usable_from")
         .unique("_usable_from", keep="last", maintain_order=True)
     )

@@ -81,9 +81,14 @@ def test_the_whole_chain_forecasts_with_walk_forward_models_and_publishes_a_targ
         pl.col("model_version").unique()
     )
     versions = {r["day"].isoformat(): r["model_version"] for r in by_day.iter_rows(named=True)}
-    # each day uses the latest model whose cutoff + embargo precedes it, never a later one
-    assert versions["2018-03-10"] == [lineage[0]] and versions["2018-03-12"] == [lineage[0]]
-    assert versions["2018-03-13"] == [lineage[1]] and versions["2018-03-14"] == [lineage[1]]
+    # each day uses the latest model usable then: the bootstrap model from its cutoff + embargo;
+    # the challenger, promoted over it on the holdout up to its training time (the end of the
+    # features), only from then on, so it serves none of these days
+    challenger = store.load("momentum", lineage[1])
+    assert challenger.available_from is not None
+    assert challenger.available_from > challenger.window.cutoff + timedelta(days=1)
+    assert challenger.available_from > forecasts["ts"].max() - timedelta(hours=3)
+    assert all(versions[day] == [lineage[0]] for day in versions), versions
     assert forecasts["rationale"].null_count() == forecasts.height
     assert not forecasts["fallback"].any()
     ts_forecasts = platform.table("timeseries_forecasts")
@@ -99,7 +104,8 @@ def test_the_whole_chain_forecasts_with_walk_forward_models_and_publishes_a_targ
     target = decode(entries[0][1])
     assert isinstance(target, TargetPortfolio)
     assert target.created_at == datetime(2018, 3, 15, tzinfo=UTC)
-    assert target.model_versions["momentum"] == lineage[1]
+    # decided at the close of the last bar, before the challenger's training time
+    assert target.model_versions["momentum"] == lineage[0]
     assert target.partitions["combined_signal"] == "2018-03-14"
     assert sum(abs(w) for w in target.weights().values()) <= SMALL.portfolio.max_gross + 1e-12
     stored = platform.table("target_portfolio")

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -125,3 +126,27 @@ def test_the_quantile_agent_outputs_an_ordered_distribution(features):
     assert (rows["expected_return"] == rows["q50"]).all()
     # p_up above one half exactly where the median is positive
     assert ((rows["p_up"] > 0.5) == (rows["q50"] > 0)).all()
+
+
+def test_a_promoted_challenger_serves_only_from_the_time_it_was_trained(features):
+    """Its promotion looked at outcomes up to its training time, so days before it keep the
+    model that served them, and rematerialising them gives the same forecasts."""
+    embargo = WalkForwardParams().embargo
+    labelled = labelled_features(features, 4, STEP_MS)
+    champion, later = train_lineage(MOMENTUM, labelled, [T0 - timedelta(days=3), T0],
+                                    timedelta(days=14), 4, PARAMS)  # fmt: skip
+    trained_at = T0 + timedelta(days=4)
+    challenger = replace(later, available_from=trained_at)
+    days = features.filter(pl.col("ts") >= T0 - timedelta(days=2))
+    before = QuantBackend([champion], embargo).forecast(MOMENTUM, days)
+    after = QuantBackend([champion, challenger], embargo).forecast(MOMENTUM, days)
+    early = pl.col("ts") < trained_at
+    assert_frame_equal(after.filter(early), before.filter(early))
+    assert set(after.filter(~early)["model_version"]) == {challenger.version}
+    # without the training time, the same model would have served from cutoff + embargo
+    assert challenger.usable_from(embargo) == trained_at > later.usable_from(embargo)
+    assert later.version in set(
+        QuantBackend([champion, later], embargo)
+        .forecast(MOMENTUM, days)
+        .filter(early)["model_version"]
+    )

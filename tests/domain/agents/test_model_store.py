@@ -1,6 +1,7 @@
 """The model store (a resource, tested here beside the models it stores)."""
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -23,7 +24,7 @@ def test_a_saved_model_loads_back_and_forecasts_the_same(tmp_path, features, mod
         manifest = store.save(model)
         assert manifest["status"] == "challenger" and manifest["features"] == list(model.features)
         loaded = store.load(model.agent, model.version)
-        assert loaded.window == model.window
+        assert loaded.window == model.window and loaded.available_from is None
         assert_frame_equal(predict(loaded, features.tail(50)), predict(model, features.tail(50)))
 
 
@@ -72,3 +73,10 @@ def test_promote_and_one_command_rollback(root, models, capsys):
     assert store.manifest("momentum", a)["status"] == "champion"
     assert main(["rollback", "momentum", "--root", root]) == 1
     assert "no previous champion" in capsys.readouterr().err
+
+
+def test_a_challenger_keeps_the_time_it_became_available(tmp_path, models):
+    store = ModelStore(LocalBlobs(tmp_path))
+    trained_at = T0 + timedelta(days=5)
+    store.save(replace(models[1], available_from=trained_at))
+    assert store.load("momentum", models[1].version).available_from == trained_at
