@@ -3,7 +3,9 @@
 Every order of a 20-symbol plan passes ``RiskEngine.check`` with all checks on (the rate limit
 is set high enough never to deny, so every call runs the full path, gross exposure included).
 Each call is timed on its own with ``perf_counter_ns``; the figures include that timer's cost.
-``plan_orders`` is timed per target, from 20 held positions to a new 20-symbol target.
+``RiskEngine.check_plan`` (what the service calls: the 20 checks of one plan, each on the
+positions the earlier orders leave) and ``plan_orders`` are timed per target, from 20 held
+positions to a new 20-symbol target.
 
     .venv/bin/python bench/bench_risk.py [--checks 200000] [--plans 20000]
 """
@@ -49,19 +51,21 @@ def _setup() -> tuple[TargetPortfolio, dict[str, float], dict[str, float], list[
     return target, positions, prices, orders
 
 
+CONFIG = RiskConfig(
+    max_order_notional=100_000.0,
+    max_position_notional=200_000.0,
+    max_gross_exposure=3.0,
+    max_orders_per_interval=10**9,
+    order_rate_interval_ms=1_000,
+    price_collar_bps=50.0,
+    min_notional=5.0,
+    max_price_age_ms=5_000,
+)
+
+
 def bench_checks(n: int) -> list[int]:
     target, positions, prices, orders = _setup()
-    config = RiskConfig(
-        max_order_notional=100_000.0,
-        max_position_notional=200_000.0,
-        max_gross_exposure=3.0,
-        max_orders_per_interval=10**9,
-        order_rate_interval_ms=1_000,
-        price_collar_bps=50.0,
-        min_notional=5.0,
-        max_price_age_ms=5_000,
-    )
-    engine = RiskEngine(config)
+    engine = RiskEngine(CONFIG)
     timings = [0] * n
     clock = time.perf_counter_ns
     count = len(orders)
@@ -82,6 +86,30 @@ def bench_checks(n: int) -> list[int]:
         timings[i] = clock() - started
         if not decision.approved:
             raise AssertionError(f"benchmark order denied: {decision}")
+    return timings
+
+
+def bench_check_plans(n: int) -> list[int]:
+    target, positions, prices, orders = _setup()
+    engine = RiskEngine(CONFIG)
+    timings = [0] * n
+    clock = time.perf_counter_ns
+    for i in range(n):
+        now_ms = NOW_MS + i // 5  # 100 checks per simulated millisecond
+        times = dict.fromkeys(prices, now_ms - 200)
+        started = clock()
+        decisions = engine.check_plan(
+            orders,
+            target=target,
+            now_ms=now_ms,
+            price_times=times,
+            positions=positions,
+            prices=prices,
+            equity=EQUITY,
+        )
+        timings[i] = clock() - started
+        if not all(d.approved for d in decisions):
+            raise AssertionError(f"benchmark order denied: {decisions}")
     return timings
 
 
@@ -126,6 +154,7 @@ def main() -> None:
     bench_checks(2_000)  # warm up (numba's lot rounding compiles or loads from cache here)
     bench_plans(200)
     checks = bench_checks(args.checks)
+    check_plans = bench_check_plans(args.plans)
     plans = bench_plans(args.plans)
 
     table = Table(
@@ -134,6 +163,7 @@ def main() -> None:
     for column in ("what", "calls", "mean µs", "p50 µs", "p99 µs", "best-batch mean µs"):
         table.add_column(column, justify="left" if column == "what" else "right")
     table.add_row(*_row("RiskEngine.check (per order)", checks, batch=1_000))
+    table.add_row(*_row("RiskEngine.check_plan (per 20-order plan)", check_plans, batch=100))
     table.add_row(*_row("plan_orders (per 20-symbol target)", plans, batch=100))
     per_target = sorted(checks)[int(len(checks) * 0.99)] * 20 / 1e3
     console = Console(width=120)

@@ -125,6 +125,7 @@ def plan_orders(
     lot_sizes: Mapping[str, float] | float,
     no_trade_band: float,
     min_notional: float,
+    weights: Mapping[str, float] | None = None,
 ) -> list[OrderIntent]:
     """The orders that move ``positions`` (signed base quantities) to ``target``.
 
@@ -134,6 +135,7 @@ def plan_orders(
     no_trade_band: fraction of equity; smaller differences are not traded (see the module
         docstring for the exemption of closing orders).
     min_notional: quote notional below which an order is dropped.
+    weights: ``target.weights()``, when the caller has computed it already.
 
     Orders that reduce exposure come first (they free margin and exposure for the rest), then
     by symbol, so the same inputs always give the same list. Raises ``OrderPlanningError`` for
@@ -155,7 +157,8 @@ def plan_orders(
         per_symbol_lots, single_lot = lot_sizes, 0.0
     else:
         per_symbol_lots, single_lot = None, _checked_lot(lot_sizes, "every symbol")
-    weights = target.weights()
+    if weights is None:
+        weights = target.weights()
     held = [s for s, q in positions.items() if q != 0.0 and s not in weights]
     band = no_trade_band * equity
     reducing: list[OrderIntent] = []

@@ -43,7 +43,7 @@ from __future__ import annotations
 import hmac
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -204,6 +204,71 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+_EPSILON = 2.0**-52  # the relative spacing of doubles near 1
+# Of the limit, kept clear by the running sum before it decides alone: far more than any
+# rounding the error bound could miss, far less than anything a limit means.
+_CLEAR_OF_LIMIT = 1e-9
+
+
+class _Exposure:
+    """Gross exposure of a plan's projected positions, as ``check_plan`` needs it: the sum of
+    ``|held| x price`` over held symbols with a usable price, kept up to date as orders are
+    approved, with a bound on how far rounding has taken it from the exact sum; and the held
+    symbols without a usable price (an order then needs ``check``'s exact path, which denies
+    it)."""
+
+    __slots__ = ("error", "prices", "total", "unpriced")
+
+    def __init__(self, positions: Mapping[str, float], prices: Mapping[str, float]) -> None:
+        self.prices = prices
+        self.total = 0.0
+        self.unpriced: set[str] = set()
+        for symbol, held in positions.items():
+            if held != 0.0:
+                self._add(symbol, held)
+        # Each term is one product and one addition away from exact.
+        self.error = 2.0 * (len(positions) + 1) * _EPSILON * self.total
+
+    def _price(self, symbol: str) -> float | None:
+        price = self.prices.get(symbol)
+        # _positive inlined: called for every order of every plan.
+        return price if price is not None and price > 0 and price != math.inf else None
+
+    def _add(self, symbol: str, held: float) -> None:
+        price = self._price(symbol)
+        if price is None:
+            self.unpriced.add(symbol)
+        else:
+            self.total += abs(held) * price
+
+    def move(self, symbol: str, before: float, after: float) -> None:
+        price = self._price(symbol)
+        if price is None:
+            self.unpriced.discard(symbol)
+            if after != 0.0:
+                self.unpriced.add(symbol)
+            return
+        old, new = abs(before) * price, abs(after) * price
+        self.total += new - old
+        self.error += 4.0 * _EPSILON * (abs(self.total) + old + new)
+
+    def clearly_within(
+        self, symbol: str, position: float, position_notional: float, limit: float
+    ) -> bool:
+        """True when gross exposure after an order for ``symbol`` (whose position becomes worth
+        ``position_notional``) is certainly within ``limit`` and every other held symbol has a
+        usable price: then ``check``'s exact sum would find the same."""
+        unpriced = self.unpriced
+        if unpriced and (len(unpriced) > 1 or symbol not in unpriced):
+            return False
+        price = self._price(symbol)
+        own = abs(position) * price if price is not None else 0.0
+        total = self.total
+        bound = self.error + 4.0 * _EPSILON * (total + own + position_notional)
+        gross = position_notional + (total - own) + bound
+        return gross <= limit * (1.0 - _CLEAR_OF_LIMIT) and math.isfinite(gross)
+
+
 class RiskEngine:
     """The pre-trade checks and the trading state (see the module docstring)."""
 
@@ -255,6 +320,59 @@ class RiskEngine:
         market_price, price_ts_ms: the market price of the order's symbol and its time (epoch ms).
         equity: account equity now. now_ms: the time of the check (epoch ms).
         """
+        return self._check(
+            order, target, now_ms, market_price, price_ts_ms, positions, prices, equity, None
+        )
+
+    def check_plan(
+        self,
+        orders: Sequence[OrderIntent],
+        *,
+        target: TargetPortfolio,
+        now_ms: int,
+        price_times: Mapping[str, int],
+        positions: Mapping[str, float],
+        prices: Mapping[str, float],
+        equity: float,
+    ) -> list[RiskDecision]:
+        """``check`` on each order of a plan in turn, at its symbol's price in ``prices``
+        (observed at ``price_times``), each order seeing ``positions`` as they will be once the
+        orders approved before it have filled: a plan cannot add up past a limit that each of
+        its orders respects alone.
+
+        The decisions are exactly those of calling ``check`` that way, order by order. It is
+        faster with many held symbols: gross exposure is kept as a running sum with a bound on
+        its rounding error, and ``check``'s exact sum over every held symbol is taken only
+        where the running sum cannot tell an order from the limit.
+        """
+        projected = dict(positions)
+        exposure = _Exposure(projected, prices)
+        decisions: list[RiskDecision] = []
+        for order in orders:
+            symbol = order.symbol
+            decision = self._check(
+                order, target, now_ms, prices.get(symbol, math.nan),
+                price_times.get(symbol, 0), projected, prices, equity, exposure,
+            )  # fmt: skip
+            if decision.approved:
+                before = projected.get(symbol, 0.0)
+                projected[symbol] = before + order.signed_quantity
+                exposure.move(symbol, before, projected[symbol])
+            decisions.append(decision)
+        return decisions
+
+    def _check(
+        self,
+        order: OrderIntent,
+        target: TargetPortfolio,
+        now_ms: int,
+        market_price: float,
+        price_ts_ms: int,
+        positions: Mapping[str, float],
+        prices: Mapping[str, float],
+        equity: float,
+        exposure: _Exposure | None,
+    ) -> RiskDecision:
         config = self.config
         state = self._state.trading_state
         if state is TradingState.HALTED:
@@ -341,13 +459,18 @@ class RiskEngine:
                     f"position of {order.symbol} would be {position_notional:.2f} "
                     f"(limit {config.max_position_notional})",
                 )
+            if exposure is not None and exposure.clearly_within(
+                order.symbol, position, position_notional, config.max_gross_exposure * equity
+            ):
+                return self._approve(now_ms)
             gross = position_notional
+            own, inf, price_of = order.symbol, math.inf, prices.get  # locals: a hot loop
             for symbol, held in positions.items():
-                if held == 0.0 or symbol == order.symbol:
+                if held == 0.0 or symbol == own:
                     continue
-                price = prices.get(symbol)
+                price = price_of(symbol)
                 # _positive inlined: this loop runs for every symbol held, on every order.
-                if price is None or not (price > 0 and price != math.inf):
+                if price is None or not (price > 0 and price != inf):
                     return _deny(
                         DenialReason.MISSING_PRICE,
                         f"no usable price for held {symbol} ({price}): gross exposure is unknown",
@@ -363,6 +486,11 @@ class RiskEngine:
                     f"(limit {config.max_gross_exposure})",
                 )
 
+        return self._approve(now_ms)
+
+    def _approve(self, now_ms: int) -> RiskDecision:
+        """The last check, the rate limit: approve, counting the order, unless it is reached."""
+        config = self.config
         window = self._approved_ms
         while window and window[0] <= now_ms - config.order_rate_interval_ms:
             window.popleft()

@@ -12,7 +12,7 @@ next command.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,8 @@ from sapphire_domain.messages import DEAD_LETTER_STREAM, TARGETS_STREAM
 
 # On Redis 6.2 the bus lag is a lower bound past this many undelivered targets.
 LAG_SCAN_LIMIT = 100
+
+_CHUNK = 1000  # keys per SMISMEMBER / SREM call
 
 BUS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
@@ -161,6 +163,21 @@ class ExecutionBus:
                 args += [name, value]
         return int(await self._publish_once(keys=keys, args=args))
 
+    async def published(self, items: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The (stream, key) items whose keys the dedupe sets hold: published, since a key and
+        its stream entry are added in one atomic step."""
+        held: set[tuple[str, str]] = set()
+        for stream, keys in _chunks(items):
+            flags = await self.redis.smismember(published_set(stream), keys)
+            held.update((stream, k) for k, flag in zip(keys, flags, strict=True) if flag)
+        return held
+
+    async def forget(self, items: Iterable[tuple[str, str]]) -> None:
+        """Remove keys from the dedupe sets: only for messages that will never be published
+        again (compacted out of the journal; see ``service``)."""
+        for stream, keys in _chunks(items):
+            await self.redis.srem(published_set(stream), *keys)
+
     async def lag(self) -> int:
         """Targets waiting for this service: pending plus not yet delivered to the group."""
         groups = await self.redis.xinfo_groups(self.targets_stream)
@@ -178,6 +195,16 @@ class ExecutionBus:
             self.targets_stream, min=f"({last}", count=LAG_SCAN_LIMIT
         )
         return pending + len(undelivered or [])
+
+
+def _chunks(items: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    """(stream, keys) in groups of at most ``_CHUNK`` keys of one stream."""
+    by_stream: dict[str, list[str]] = {}
+    for stream, key in items:
+        by_stream.setdefault(stream, []).append(key)
+    for stream, keys in by_stream.items():
+        for start in range(0, len(keys), _CHUNK):
+            yield stream, keys[start : start + _CHUNK]
 
 
 def _entries(reply: Any) -> list[Entry]:

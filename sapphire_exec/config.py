@@ -124,6 +124,10 @@ class ExecSettings(_Frozen):
     on_shutdown (cancel|leave, cancel): open orders on SIGTERM/SIGINT.
     reconcile_tolerance (float, 1e-9): largest position difference (base units) accepted
         between the journal and the venue at startup; beyond it the service refuses to trade.
+    outbox_compact_seconds (float, 60, at least 2): how often the journal's outbox is
+        compacted: a message seen on the bus at one pass is dropped from the journal, and its
+        key from the bus's dedupe set, at the next (so long after Redis's once-a-second AOF
+        fsync has it on disk).
     risk (dict): ``RiskConfig`` fields. control_token and exchange credentials: env only.
     """
 
@@ -135,6 +139,7 @@ class ExecSettings(_Frozen):
     read_batch: int = Field(default=256, gt=0)
     on_shutdown: Literal["cancel", "leave"] = "cancel"
     reconcile_tolerance: float = Field(default=1e-9, ge=0)
+    outbox_compact_seconds: float = Field(default=60.0, ge=2.0)
     http: HttpSettings = HttpSettings()
     orders: OrderSettings = OrderSettings()
     venue: VenueSettings = VenueSettings()

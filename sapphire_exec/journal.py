@@ -12,16 +12,27 @@ Record types (field ``t``):
   out        {"stream", "key", "fields"}: an outgoing bus message (fill, order or risk event),
              published idempotently by ``key``
   fill       {"fill": Fill JSON}: a fill the venue executed for us (also an ``out`` record)
+  trim       {"items": [[stream, key], ...]}: ``out`` records compaction dropped; their keys are
+             still to be removed from the bus's dedupe sets (see ``compact``)
+
+**Compaction.** Without it the outbox grows with every message ever sent, and is republished
+(as no-ops) on every start and reconnect. ``compact`` rewrites the file without the records a
+predicate drops (the service drops ``out`` records the bus has held for a while, see
+``service``), atomically: the new file is written beside the old one, fsynced and renamed over
+it, so a crash leaves one or the other whole. Fills, ``begin`` and ``done`` records are kept:
+they are the local record of what was traded, and positions are replayed from them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+_JSON = json.JSONEncoder(separators=(",", ":"))  # compact, and no per-call set-up
 
 
 @dataclass
@@ -33,6 +44,7 @@ class JournalState:
     fill_ids: set[str] = field(default_factory=set)
     fills: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    trims: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def max_done_version(self) -> int:
@@ -83,12 +95,14 @@ class Journal:
                     state.fills.append(fill)
             elif kind == "out":
                 state.outbox.append(record)
+            elif kind == "trim":
+                state.trims += [(stream, key) for stream, key in record["items"]]
         return state
 
     def append(self, records: list[dict[str, Any]], *, sync: bool) -> None:
         if not records:
             return
-        data = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
+        data = "".join(f"{_JSON.encode(r)}\n" for r in records).encode()
         os.write(self._fd, data)  # one write per batch: all of it or a torn tail, never a gap
         if sync:
             os.fsync(self._fd)
@@ -96,8 +110,44 @@ class Journal:
     def sync(self) -> None:
         os.fsync(self._fd)
 
+    def compact(self, drop: Callable[[dict[str, Any]], bool], first: list[dict[str, Any]]) -> int:
+        """Rewrite the journal with ``first`` at its head and without the records ``drop``
+        accepts; the others stay as they were, in order. Atomic and durable (write beside,
+        fsync, rename, fsync the folder). Returns how many records were dropped.
+
+        Synchronous on purpose: nothing can append between the read and the rename."""
+        tmp = self.path.with_suffix(".compacting")
+        dropped = 0
+        with open(tmp, "wb") as out, open(self.path, "rb") as current:
+            out.write("".join(f"{_JSON.encode(r)}\n" for r in first).encode())
+            for line in current:
+                if not line.endswith(b"\n"):
+                    break  # a torn tail never happened (see ``_repair``)
+                if not line.strip():
+                    continue
+                if drop(json.loads(line)):
+                    dropped += 1
+                else:
+                    out.write(line)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path)
+        fsync_folder(self.path.parent)
+        os.close(self._fd)  # it still points at the old file
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND, 0o600)
+        return dropped
+
     def close(self) -> None:
         try:
             os.fsync(self._fd)
         finally:
             os.close(self._fd)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or a new file in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -50,10 +50,30 @@ class ExecMetrics:
         )
         self.decision_latency = Histogram(
             "sapphire_decision_latency_seconds",
-            "From a new target to the orders handed to the venue",
+            "From a target read off the bus to its orders handed to the venue",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+        # Labelled children by label values: ``labels()`` takes a lock and str()s every value,
+        # on every order; a child never changes once made.
+        self._children: dict[tuple[object, ...], Counter] = {}
+
+    def _count(self, counter: Counter, *values: str) -> None:
+        key = (counter, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*values)
+        child.inc()
+
+    def count_order(self, symbol: str, side: str, status: str) -> None:
+        self._count(self.orders, symbol, side, status)
+
+    def count_fill(self, symbol: str, side: str) -> None:
+        self._count(self.fills, symbol, side)
+
+    def count_denial(self, reason: str) -> None:
+        self._count(self.risk_denials, reason)
 
     def set_state(self, state: TradingState) -> None:
         self.trading_state.set(STATE_CODES[state])

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from sapphire_exec.venues.base import Balance, Quote, VenueFill, VenueOrder, Ven
 from sapphire_market.source import MarketDataSource
 
 _FILL_FIELDS = ("fill_id", "quantity", "price", "fee", "liquidity", "ts_ms")
+_JSON = json.JSONEncoder(separators=(",", ":"))  # compact, and no per-call set-up
 VOLATILITY_BARS = 20  # recent bars for the per-bar volatility the impact term needs
 
 
@@ -51,7 +53,14 @@ class MarketPriceFeed:
         return self.source.now_ms()
 
     def quote(self, symbol: str) -> Quote:
+        return self._quote(symbol, self.source.now_ms())
+
+    def quotes(self, symbols: Iterable[str]) -> list[Quote]:
+        """The quotes of several symbols at one moment (one clock read for all)."""
         now = self.source.now_ms()
+        return [self._quote(symbol, now) for symbol in symbols]
+
+    def _quote(self, symbol: str, now: int) -> Quote:
         bar = now // self._step  # the quote changes only when another candle closes
         cached = self._cache.get((symbol, bar))
         if cached is not None:
@@ -124,7 +133,7 @@ class PaperVenue:
     # --- the venue interface ------------------------------------------------------------------
 
     async def quotes(self, symbols: list[str]) -> dict[str, Quote]:
-        return {symbol: self.feed.quote(symbol) for symbol in symbols}
+        return dict(zip(symbols, self.feed.quotes(symbols), strict=True))
 
     async def submit(self, order: OrderIntent) -> VenueOrder:
         result = await self.submit_many([order])
@@ -140,7 +149,8 @@ class PaperVenue:
         would have raised (a duplicate client order id, recorded as ``submit`` records it)."""
         outcomes: list[VenueOrder | VenueRejectedError | None] = [None] * len(orders)
         records: list[dict[str, Any]] = []
-        fresh: list[int] = []
+        fresh: list[OrderIntent] = []
+        slots: list[int] = []  # where each fresh order's outcome goes
         seen: set[str] = set()
         for i, order in enumerate(orders):
             cid = order.client_order_id
@@ -151,39 +161,37 @@ class PaperVenue:
                 outcomes[i] = VenueRejectedError(f"duplicate client order id {cid}")
             else:
                 seen.add(cid)
-                fresh.append(i)
+                fresh.append(order)
+                slots.append(i)
         if fresh:
-            quotes = [self.feed.quote(orders[i].symbol) for i in fresh]
+            quotes = self.feed.quotes([order.symbol for order in fresh])
             for quote in quotes:
                 if not (math.isfinite(quote.price) and quote.price > 0):
                     raise ValueError(
                         f"fill: reference price must be positive and finite, got {quote.price}"
                     )
             result = fill_arrays(
-                np.fromiter((orders[i].signed_quantity for i in fresh), np.float64, len(fresh)),
-                np.fromiter((q.price for q in quotes), np.float64, len(fresh)),
-                np.fromiter((q.volatility for q in quotes), np.float64, len(fresh)),
-                np.fromiter((q.volume for q in quotes), np.float64, len(fresh)),
+                np.array([order.signed_quantity for order in fresh]),
+                np.array([q.price for q in quotes]),
+                np.array([q.volatility for q in quotes]),
+                np.array([q.volume for q in quotes]),
                 self.cost_model,
                 "taker",
             )
-            quantities = result.quantity.tolist()
-            prices = result.price.tolist()
-            fees = result.fee.tolist()
             now = self.feed.now_ms()
             number = len(self.orders)
-            for j, i in enumerate(fresh):
-                order = orders[i]
+            for order, i, quantity, price, fee in zip(
+                fresh, slots, result.quantity.tolist(), result.price.tolist(),
+                result.fee.tolist(), strict=True,
+            ):  # fmt: skip
                 number += 1
-                if quantities[j] == 0.0:
+                if quantity == 0.0:
                     placed = VenueOrder(
                         order.client_order_id, order.symbol, order.side, order.quantity,
                         OrderStatus.REJECTED, f"P{number}", (), "below the venue's minimum size",
                     )  # fmt: skip
                 else:
-                    execution = VenueFill(
-                        f"P{number}-1", abs(quantities[j]), prices[j], fees[j], "taker", now
-                    )
+                    execution = VenueFill(f"P{number}-1", abs(quantity), price, fee, "taker", now)
                     placed = VenueOrder(
                         order.client_order_id, order.symbol, order.side, order.quantity,
                         OrderStatus.FILLED, f"P{number}", (execution,),
@@ -229,7 +237,7 @@ class PaperVenue:
     def _write(self, records: list[dict[str, Any]]) -> None:
         if self._fd is None:
             raise RuntimeError("the paper venue is not started")
-        os.write(self._fd, b"".join(json.dumps(r).encode() + b"\n" for r in records))
+        os.write(self._fd, "".join(f"{_JSON.encode(r)}\n" for r in records).encode())
         if self.fsync:
             os.fsync(self._fd)
 
