@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed",
         type=float,
         help="simulated seconds per wall second "
-        "(default: replay.speed; 1440 is a simulated day per minute)",
+        "(default: replay.speed; 60 closes a 30m candle every 30 s)",
     )
     run.add_argument(
         "--start",
