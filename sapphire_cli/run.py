@@ -41,11 +41,16 @@ EXIT_PREFLIGHT = 2
 
 
 def ensure_dagster_home(home: Path) -> Path:
-    """``home`` with a link to the project's ``dagster.yaml`` (the instance configuration)."""
+    """``home`` with a link to the project's ``dagster.yaml`` (the instance configuration) and
+    the instance's storage created: the webserver and the daemon start together, and on a new
+    home both would create the same SQLite schema and one of them would fail."""
+    import dagster as dg
+
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         config.symlink_to(PROJECT_ROOT / "dagster.yaml")
+    dg.DagsterInstance.from_config(str(home)).dispose()
     return home
 
 
@@ -160,12 +165,19 @@ def _dagster_home_problem(home: Path) -> str | None:
     problem = preflight.writable_folder(home, "DAGSTER_HOME", "DAGSTER_HOME")
     if problem:
         return problem
+    import dagster as dg
+
     try:
         ensure_dagster_home(home)
     except OSError as error:
         return (
             f"DAGSTER_HOME {home} has no usable dagster.yaml ({error.strerror or error}): "
             "remove the broken file there, or point DAGSTER_HOME at another folder"
+        )
+    except dg.DagsterError as error:
+        return (
+            f"DAGSTER_HOME {home}: its Dagster instance cannot be opened ({error}); fix its "
+            "dagster.yaml or point DAGSTER_HOME at another folder"
         )
     return None
 
@@ -257,7 +269,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if problems:
         console.print("[bold red]sapphire run cannot start:[/bold red]")
         for problem in problems:
-            console.print(f"  [red]•[/red] {problem}")
+            # soft_wrap: no line breaks inside a path someone will copy
+            console.print(f"  [red]•[/red] {problem}", soft_wrap=True)
         return EXIT_PREFLIGHT
     clock = clock_file(plan.state) if plan.replay else None
     clock_line = "none (live exchange)"

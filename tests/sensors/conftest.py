@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -13,31 +13,17 @@ import polars as pl
 import pytest
 import redis
 
-from sapphire_assets.agents.settings import AgentSettings
 from sapphire_assets.definitions import build_definitions
 from sapphire_bus.server import RedisServer
-from sapphire_domain.agents.models import ModelParams
-from sapphire_domain.agents.walk_forward import WalkForwardParams
-from sapphire_domain.coordinator import HedgeParams
 from sapphire_domain.messages import Message, encode
 from sapphire_domain.settings import Settings, parse_settings
 from sapphire_market.replay import ReplayClockFile
+from tests.assets.test_agents import SMALL
 from tests.sensors.loop import SensorLoop
 
 DATA_END_MS = int(datetime(2019, 10, 1, tzinfo=UTC).timestamp() * 1000)
-# Small training so a test trains in seconds: a week of history is enough.
-SMALL_AGENTS = AgentSettings(
-    walk_forward=WalkForwardParams(
-        horizon_bars=4,
-        embargo=timedelta(days=1),
-        train_window=timedelta(days=6),
-        holdout=timedelta(days=2),
-        retrain_every=timedelta(days=3),
-    ),
-    model=ModelParams(min_rows=200, min_data_in_leaf=20),
-    hedge=HedgeParams(window_days=3),
-    target_valid_bars=2,
-)
+# The agents' test settings: small training, so a test trains in seconds.
+SMALL_AGENTS = SMALL
 
 
 def live_settings(**live: object) -> Settings:

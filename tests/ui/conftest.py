@@ -64,10 +64,7 @@ def ui_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("dagster-ui")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DAGSTER_HOME", str(root / "home"))
-        home = dagster_home()
-    # Created here, before the webserver opens the same SQLite files, so the two never race to
-    # create the schema.
-    dg.DagsterInstance.from_config(str(home)).dispose()
+        dagster_home()  # creates the storage before the webserver opens it
     return root
 
 
