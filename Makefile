@@ -9,7 +9,7 @@ export UV_LINK_MODE := copy
 export UV_SYSTEM_CERTS := 1
 export DAGSTER_HOME := $(CURDIR)/var/dagster_home
 
-.PHONY: run demo test lint typecheck check bench sync system-deps llm-env clean
+.PHONY: run demo test lint typecheck check bench sync system-deps browser llm-env clean
 
 $(UV):
 	python3 -m venv .tools
@@ -19,10 +19,13 @@ $(UV):
 	$(UV) sync --frozen --extra production
 	touch $@
 
-# Debian packages the wheels and tests use from the system: OpenMP for LightGBM, NUMA for vLLM,
-# chromium and its driver for the UI test.
+# Debian packages the wheels use from the system: OpenMP for LightGBM, NUMA for vLLM.
 system-deps:
 	bash scripts/install-system-deps.sh
+
+# chromium and its driver, for the UI test only.
+browser:
+	bash scripts/install-system-deps.sh --browser
 
 sync: system-deps .venv/.synced
 
@@ -39,7 +42,7 @@ demo: sync
 llm-env: $(UV)
 	bash scripts/install-llm.sh
 
-test: sync llm-env ## the whole test suite, the real vLLM engine included
+test: sync browser llm-env ## the whole test suite, the real vLLM engine and Chromium included
 	$(UV_RUN) pytest -n 2 --dist loadfile
 
 lint: sync

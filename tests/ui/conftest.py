@@ -83,8 +83,9 @@ def browser() -> Iterator[WebDriver]:
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or chromedriver is None:
         pytest.skip(
-            "Chromium is not installed and could not be: `make system-deps` "
-            "(scripts/install-system-deps.sh) installs Debian's chromium and chromium-driver"
+            "Chromium is not installed and could not be: `make browser` "
+            "(scripts/install-system-deps.sh --browser) installs Debian's chromium and "
+            "chromium-driver"
         )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
