@@ -28,6 +28,12 @@ def settings_with(**universe: object) -> Settings:
     return parse_settings({"universe": {**DEFAULT_UNIVERSE, **universe}}, "test")
 
 
+def warehouse_table(state: Path, name: str) -> pl.DataFrame:
+    """Every stored partition of one asset in the local warehouse under ``state``."""
+    files = sorted((state / "warehouse" / name).glob("*.parquet"))
+    return pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
+
+
 class Platform:
     """One code location over a temporary state folder, with helpers to run and inspect it."""
 
@@ -100,8 +106,7 @@ class Platform:
         )
 
     def table(self, name: str) -> pl.DataFrame:
-        files = sorted((self.state / "warehouse" / name).glob("*.parquet"))
-        return pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
+        return warehouse_table(self.state, name)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from sapphire_bus.server import RedisServer
 from sapphire_domain.messages import Message, encode
 from sapphire_domain.settings import Settings, parse_settings
 from sapphire_market.replay import ReplayClockFile
+from tests.assets.conftest import warehouse_table
 from tests.assets.test_agents import SMALL
 from tests.sensors.loop import SensorLoop
 
@@ -59,8 +60,7 @@ class LivePlatform:
         return str(self.redis.xadd(stream, encode(message)))  # type: ignore[arg-type]
 
     def table(self, name: str) -> pl.DataFrame:
-        files = sorted((self.state / "warehouse" / name).glob("*.parquet"))
-        return pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
+        return warehouse_table(self.state, name)
 
 
 @pytest.fixture
