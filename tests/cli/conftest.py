@@ -96,10 +96,15 @@ class RunningPlatform:
             below = psutil.Process(self.process.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
+        # A child caught between fork and setsid still has the supervisor's group, which is
+        # also this test's: that group is not one the supervisor must clean up.
+        own_group = os.getpgid(0)
         for child in below:
             self.seen.setdefault(child.pid, child)
             with contextlib.suppress(ProcessLookupError):
-                self.groups.add(os.getpgid(child.pid))
+                group = os.getpgid(child.pid)
+                if group != own_group:
+                    self.groups.add(group)
         return below
 
     def find(self, marker: str) -> psutil.Process | None:
