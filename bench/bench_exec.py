@@ -5,10 +5,11 @@
 consumer group and processed as the running service processes it. The service's own
 ``Timeline`` stamps each stage from the moment the read returned the target ("received"):
 decode and validation, plan and ``RiskEngine.check_plan`` on every order (all checks on), the
-write-ahead ``begin`` journal record and its fsync, the hand-off of the orders to the paper
-venue (the figure the issue asks for, and the service's latency metric), the venue's answer
-(the shared fill model; its own book fsync is off, as it stands in for an exchange), the commit
-(fills, events, ``done``, fsynced) and the publication and ack on the bus. Targets vary by
+write-ahead ``begin`` journal record (written; fsynced later with the commit), the hand-off of
+the orders to the paper venue (the figure the issue asks for, and the service's latency
+metric), the venue's answer (the shared fill model; its own book fsync is off, as it stands in
+for an exchange), the commit (fills, events, ``done``, fsynced) and the publication and ack on
+the bus. Targets vary by
 version, so every target trades all 20 symbols; 200 targets warm up first.
 
 **Throughput over Redis (loopback).** A real ``redis-server`` (``RedisServer``, AOF on, fsync
@@ -300,7 +301,7 @@ def main() -> None:
         rows = {
             "decision latency: target received -> 20 orders handed to the venue": handed,
             "  of which decode, validate, plan, 20 risk checks": decided,
-            "  of which the write-ahead 'begin' journal write + fsync": _minus(handed, decided),
+            "  of which the write-ahead 'begin' journal write": _minus(handed, decided),
             "the paper venue filling the 20 orders (its book fsync off)": _minus(
                 timings["accepted"], handed
             ),

@@ -57,6 +57,7 @@ class BusUnavailableError(Exception):
 class Entry:
     msg_id: str
     fields: dict[str, str]
+    redelivered: bool = False  # read again from the pending list: it may have been traded
 
 
 def published_set(stream: str) -> str:
@@ -113,7 +114,7 @@ class ExecutionBus:
             reply = await self.redis.xreadgroup(
                 self.group, self.consumer, {self.targets_stream: "0"}, count=count
             )
-            entries = _entries(reply)
+            entries = _entries(reply, redelivered=True)
             if entries:
                 return entries
             self._pending_drained = True
@@ -207,12 +208,12 @@ def _chunks(items: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]
             yield stream, keys[start : start + _CHUNK]
 
 
-def _entries(reply: Any) -> list[Entry]:
+def _entries(reply: Any, redelivered: bool = False) -> list[Entry]:
     entries: list[Entry] = []
     if not reply:
         return entries
     streams = reply.items() if isinstance(reply, dict) else reply  # RESP3 vs RESP2 shapes
     for _stream, messages in streams:
         for msg_id, fields in messages:
-            entries.append(Entry(str(msg_id), dict(fields or {})))
+            entries.append(Entry(str(msg_id), dict(fields or {}), redelivered))
     return entries

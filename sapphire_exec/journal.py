@@ -1,10 +1,11 @@
 """The local append-only journal: the service's source of truth across crashes.
 
 Each record is one JSON line. ``append`` writes a batch with a single ``os.write`` and, when
-asked, fsyncs it; the service fsyncs before it submits anything for a target (the ``begin``
-record) and again before it publishes or acknowledges (fills, order events, ``done``), so a
-crash at any point leaves either nothing or a complete, replayable record. A torn last line (a
-crash in the middle of a write) is cut off when the journal is opened.
+asked, fsyncs it. The service writes the ``begin`` record of a target before it submits
+anything (the kernel holds it from then on, so a crash of the service finds it), and fsyncs
+before it publishes or acknowledges anything (fills, order events, ``done``, and with them the
+``begin``), so a crash at any point leaves either nothing or a complete, replayable record. A
+torn last line (a crash in the middle of a write) is cut off when the journal is opened.
 
 Record types (field ``t``):
   begin      {"version", "msg_id"}: a target is being traded (written before any submit)

@@ -8,15 +8,21 @@ For each target read from the bus (consumer group, see ``bus``):
    are acknowledged as superseded: the service trades the latest target, never a queue of them.
 2. **Decide.** ``plan_orders`` diffs the target against the journal's positions; every order
    passes ``RiskEngine.check``; denials are counted, logged and published as order events.
-3. **Write ahead.** A ``begin`` record naming the approved client order ids is fsynced before
-   anything reaches the venue, so a crash after this point is recovered by looking those ids up.
+3. **Write ahead.** A ``begin`` record naming the approved client order ids is written to the
+   journal before anything reaches the venue, so a crash after this point is recovered by
+   looking those ids up. It is not fsynced on its own: once ``write`` returns, the kernel holds
+   it, so any crash of the service finds it; the commit's fsync makes it durable with the rest.
+   Only an OS crash or power loss within the few milliseconds before the commit can lose it,
+   and then nothing is doubled either: the target is still pending on the bus and is
+   redelivered, a redelivered target looks each order up by its deterministic id before
+   submitting, and orders the journal does not know fail the startup reconciliation closed.
 4. **Submit** each approved order (an id the journal already knows is never sent again).
 5. **Commit.** Fills, order events and ``done`` go to the journal in one fsynced write, then to
    the bus (idempotently, by key), and only then is the target acknowledged.
 
 Steps 1 to 4 are the **decision latency** (metric ``sapphire_decision_latency_seconds``): from
 the moment a read returns the target to the moment its orders are handed to the venue, the
-write-ahead fsync included. Nothing that can wait runs in that stretch: denial bookkeeping,
+write-ahead record included. Nothing that can wait runs in that stretch: denial bookkeeping,
 metrics, logs, the commit and the bus come after the hand-off, and the garbage collector is
 paused in it (it runs right after). ``Timeline`` has the stamps of each stage.
 
@@ -99,7 +105,7 @@ def _ms(moment: datetime) -> int:
 class Timeline:
     """``perf_counter_ns`` stamps of the newest target's way through the service: when its read
     batch was in hand, when plan and risk were done, when its orders were handed to the venue
-    (after the write-ahead ``begin`` fsync), when the venue returned, when the outcome was
+    (after the write-ahead ``begin`` record), when the venue returned, when the outcome was
     durable in the journal, and when it was on the bus and acknowledged. The decision latency
     (the metric) is ``handed - received``; the benchmark reads the rest."""
 
@@ -485,7 +491,8 @@ class ExecutionService:
                 approved.append(intent)
             else:
                 denied.append((intent, str(decision.reason), decision.detail))
-        return Decision(target, entry, approved, denied, target.version in self.begun)
+        recovering = entry.redelivered or target.version in self.begun
+        return Decision(target, entry, approved, denied, recovering)
 
     async def trade(
         self,
@@ -509,7 +516,7 @@ class ExecutionService:
             orders = [[o.client_order_id, o.symbol] for o in decision.approved]
             self.journal.append(
                 [{"t": "begin", "version": version, "msg_id": entry.msg_id, "orders": orders}],
-                sync=True,
+                sync=False,  # durable with the commit; see step 3 above
             )
             self.begun[version] = entry.msg_id
         timeline.handed = clock()

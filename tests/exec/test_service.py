@@ -14,6 +14,7 @@ from sapphire_domain.messages import (
     TradingState,
     decode,
 )
+from sapphire_exec.venues.paper import read_book
 from tests.exec.conftest import SESSION_START, ExecHarness, make_target, write_clock
 
 TOKEN = "test-control-token"
@@ -53,6 +54,35 @@ def test_an_unacked_target_is_redelivered_and_traded_after_a_restart(harness: Ex
     harness.wait_for(harness.drained, what="the pending target to be claimed and acked")
     assert len(harness.stream(FILLS_STREAM)) == 1
     assert harness.stop(process) == 0
+
+
+def test_a_journal_that_lost_its_unsynced_tail_fails_closed_and_doubles_nothing(
+    harness: ExecHarness,
+):
+    """The ``begin`` record is written before the orders go out but fsynced only with the
+    commit. An OS crash in between can lose it with everything after it while the venue keeps
+    the orders: the journal is cut back to before that record here (the paper venue's book is
+    fsynced on every order, like a real venue's state). The restart must refuse to trade."""
+    process = harness.start()
+    harness.publish(make_target(1, {"BTC/USD": 0.2, "ETH/USD": -0.1}))
+    harness.wait_for(harness.drained, what="v1 traded")
+    assert harness.stop(process) == 0
+    journal = harness.root / "exec" / "journal.jsonl"
+    lines = journal.read_text().splitlines(keepends=True)
+    begin = next(i for i, line in enumerate(lines) if '"t":"begin"' in line)
+    journal.write_text("".join(lines[:begin]))
+    book = harness.root / "exec" / "paper_venue.jsonl"
+    orders_before = [r for r in read_book(book) if r["t"] == "order"]
+    assert len(orders_before) == 2
+
+    process = harness.start(wait=False)
+    assert process.wait(timeout=60) == 3
+    assert any(e.get("event") == "reconciliation_failed" for e in harness.log_events())
+    assert "journal and venue disagree" in harness.log_text()
+    assert [r for r in read_book(book) if r["t"] == "order"] == orders_before  # nothing resent
+    saved = json.loads((harness.root / "exec" / "risk_state.json").read_text())
+    assert saved["risk"]["trading_state"] == "HALTED"  # so it stays halted across restarts
+    assert saved["risk"]["reason"].endswith("reconciliation failed")
 
 
 def test_malformed_and_out_of_order_targets_are_dead_lettered_and_the_service_runs_on(
