@@ -9,8 +9,8 @@ write-ahead ``begin`` journal record (written; fsynced later with the commit), t
 the orders to the paper venue (the figure the issue asks for, and the service's latency
 metric), the venue's answer (the shared fill model; its own book fsync is off, as it stands in
 for an exchange), the commit (fills, events, ``done``, fsynced) and the publication and ack on
-the bus. Targets vary by
-version, so every target trades all 20 symbols; 200 targets warm up first.
+the bus. Targets vary by version, so every target trades all 20 symbols; 200 targets warm up
+first.
 
 **Throughput over Redis (loopback).** A real ``redis-server`` (``RedisServer``, AOF on, fsync
 every second), the real service (``python -m sapphire_exec``: paper venue on a synthetic
