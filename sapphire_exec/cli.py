@@ -122,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         log.error("bad_config", error=str(error))
         return 2
-    return asyncio.run(serve(settings))
+    try:
+        return asyncio.run(serve(settings))
+    except ConfigError as error:  # found once running, e.g. a damaged replay clock file
+        log.error("bad_config", error=str(error))
+        return 2
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def test_a_crash_loop_stops_everything_and_exits_non_zero(start_platform, tmp_pa
     assert "replay clock file" in text  # the end of the service's log, shown with the crash
     crashes = [e for e in platform.events() if e["event"] == "child_crashed"]
     assert [e["child"] for e in crashes] == ["exec", "exec"]
-    assert all(e["exit_code"] == 1 for e in crashes)
+    assert all(e["exit_code"] == 2 for e in crashes)  # the service's exit code for bad config
     assert any(e["event"] == "giving_up" for e in platform.events())
     assert platform.leftovers() == []
 

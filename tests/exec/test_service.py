@@ -202,3 +202,16 @@ def test_a_redis_restart_mid_session_loses_nothing_and_the_service_reconnects(
     journalled = [json.loads(r)["fill"]["fill_id"] for r in journal if '"t":"fill"' in r]
     assert sorted(fills) == sorted(journalled) and len(fills) == 3
     assert harness.stop(process) == 0
+
+
+def test_a_damaged_replay_clock_file_stops_the_service_with_one_clear_error(
+    harness: ExecHarness,
+):
+    harness.clock_file.write_text("{not json")
+    process = harness.start(wait=False)
+    assert process.wait(timeout=60) == 2
+    errors = [e for e in harness.log_events() if e.get("level") == "error"]
+    assert [e["event"] for e in errors] == ["bad_config"]
+    assert errors[0]["error"].startswith(f"replay clock file {harness.clock_file} is damaged")
+    assert "delete it to reset the clock" in errors[0]["error"]
+    assert "Traceback" not in harness.log_text()
