@@ -157,7 +157,7 @@ class PrewarmedRunLauncher(DefaultRunLauncher):
         run = self._instance.get_run_by_id(run_id) if self.has_instance else None
         if run is None or PID_TAG not in run.tags:
             return super().terminate(run_id)
-        if run.is_finished or not _worker_alive(int(run.tags[PID_TAG])):
+        if run.is_finished or not worker_alive(int(run.tags[PID_TAG])):
             return False
         self._instance.report_run_canceling(run)
         os.kill(int(run.tags[PID_TAG]), signal.SIGINT)
@@ -171,7 +171,7 @@ class PrewarmedRunLauncher(DefaultRunLauncher):
         if PID_TAG not in run.tags:
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "launched through the code server")
         pid = int(run.tags[PID_TAG])
-        if _worker_alive(pid):
+        if worker_alive(pid):
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(pid))
         return CheckRunHealthResult(
             WorkerStatus.FAILED, f"run worker (pid {pid}) exited", run_worker_id=str(pid)
@@ -185,7 +185,7 @@ class PrewarmedRunLauncher(DefaultRunLauncher):
         super().dispose()
 
 
-def _worker_alive(pid: int) -> bool:
+def worker_alive(pid: int) -> bool:
     """Whether ``pid`` is still one of our run workers (a reused pid is another program)."""
     try:
         worker = psutil.Process(pid)

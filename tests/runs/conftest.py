@@ -17,7 +17,7 @@ import pytest
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
 
-from sapphire_runs.launcher import PID_TAG
+from sapphire_runs.launcher import PID_TAG, worker_alive
 
 LOCATION = "tiny"
 INSTANCE_YAML = """
@@ -114,3 +114,6 @@ def launcher(tmp_path: Path) -> Iterator[Launcher]:
         )  # fmt: skip
         with WorkspaceProcessContext(instance, target) as workspace:
             yield Launcher(instance, workspace, source)
+        for run in instance.get_runs():  # a failed test may leave a waiting worker behind
+            if PID_TAG in run.tags and worker_alive(int(run.tags[PID_TAG])):
+                psutil.Process(int(run.tags[PID_TAG])).kill()
