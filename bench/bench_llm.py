@@ -49,11 +49,22 @@ from sapphire_llm.server_client import VllmServerClient  # noqa: E402
 from sapphire_llm.tiny_model import build_tiny_model  # noqa: E402
 
 SECTION = "## LLM backend (vLLM on CPU)"
-# The first measurement, kept for comparison with what changed since.
-BEFORE = """Before (2026-11-22, same command and machine, load average 6.0 at the end): a
-100-character rationale bound (56 output tokens an answer), vLLM's default offline limits and a
-warm-up of 8 prompts gave 256 forecasts in 20.65 s = 12.4/s batched against 32 in 14.25 s = 2.2/s
-one at a time, **5.5x**."""
+# The earlier measurements, kept for comparison with what changed since.
+BEFORE = """Before, in bfloat16 (the tiny model's own dtype; 2026-11-22, same command and machine):
+**7.9x** and 6.3x in two runs (26.3 and 23.2 forecasts/s batched against 3.3 and 3.7/s one at a
+time), 5.5x with a 100-character rationale bound. A profile of the offline engine in one process
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0`, cProfile) put 6.0 s of a 13.2 s batch of 256 in the linear
+layers, against about 2 s for the scheduler, grammar, sampler and output processing together:
+this CPU (AMD EPYC, AVX2) has no AVX-512 BF16, so bf16 matrix products are slow, and batching
+pays for them most. In float32 the batched engine is about twice as fast while one request at a
+time does not change (the server alternately in bf16 and float32, 32 requests each, twice, on a
+loaded machine: 2.99, 3.02, 3.43, 3.18 against 2.96, 3.27, 3.71, 3.07 forecasts/s). Measured and
+not kept (float32, one engine each, load 3 to 7, so +-30%): one process with
+`OMP_NUM_THREADS=1` (slower batches, though it starts in 35 s instead of 90), 2 threads (worse),
+`VLLM_CPU_OMP_THREADS_BIND` 0-1 or nobind, `max_num_batched_tokens` 4,096 or 65,536,
+`max_num_seqs` 128, the guidance grammar backend instead of xgrammar: all within the noise or
+worse. vLLM 0.32 turns async scheduling off on CPU. For the agents on a CPU like this one, set
+`offline_engine_options: {dtype: float32}` on the llm resource."""
 
 
 def agent_prompts(count: int) -> list[str]:

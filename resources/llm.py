@@ -40,7 +40,9 @@ class LlmResource(dg.ConfigurableResource):
     offline_python: the LLM virtualenv's interpreter, relative to the project root or absolute.
     offline_load_format: ``auto`` reads weights; ``dummy`` fills them at random (tests).
     offline_timeout_s: limit on one offline batch, engine start included.
-    offline_engine_options: further ``vllm.LLM`` arguments (``max_model_len``...).
+    offline_engine_options: further ``vllm.LLM`` arguments (``max_model_len``...); on a CPU
+        without AVX-512 BF16, ``{"dtype": "float32"}`` doubles batched throughput
+        (bench/RESULTS.md, LLM backend).
     """
 
     base_url: str = Field(default="http://127.0.0.1:8000", description="vllm serve's root URL")
