@@ -25,14 +25,11 @@ import threading
 from typing import IO, Any
 
 import psutil
-import structlog
 from dagster import DefaultRunLauncher
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import serialize_value
-
-log = structlog.get_logger("sapphire_runs")
 
 PID_TAG = "sapphire/run_worker_pid"
 FORK_REPLY_TIMEOUT_S = 10.0
@@ -123,7 +120,13 @@ class PrewarmedRunLauncher(DefaultRunLauncher):
                 try:
                     pid = zygote.fork(["api", "execute_run", serialize_value(args)])
                 except ZygoteError as error:
-                    log.warning("warm_parent_replaced", location=location_name, error=str(error))
+                    # On the run's own event log, where whoever wonders about its launch looks.
+                    self._instance.report_engine_event(
+                        f"The warm parent of {location_name} was replaced ({error}); this run "
+                        "starts through the code server.",
+                        run,
+                        cls=self.__class__,
+                    )
                     self._zygotes.pop(location_name, None)
                     zygote.close()
                     self._zygote_for(location_name, key, origin)  # warms for the next run

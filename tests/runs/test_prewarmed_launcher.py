@@ -96,6 +96,8 @@ def test_a_run_after_an_edit_of_the_code_runs_the_new_code(launcher: Launcher):
 
     after = launcher.launch("which_process")  # the parent declines; the code server's path
     assert PID_TAG not in launcher.run(after).tags
+    messages = [r.message for r in launcher.instance.all_logs(after)]
+    assert any("was replaced (edited since the warm parent imported it" in m for m in messages)
     launcher.wait(after, DONE)
     assert _op_metadata(launcher, after)["version"] == 2
     parent.wait(10)  # the outdated parent is gone
