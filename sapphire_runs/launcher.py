@@ -59,14 +59,21 @@ class Zygote:
             return None
         line = self._stdout.readline()
         if not line:
-            raise ZygoteError(f"the warm parent exited with code {self.process.poll()}")
-        reply: dict[str, Any] = json.loads(line)
+            raise ZygoteError(f"the warm parent exited with code {self.process.wait()}")
+        try:
+            reply: dict[str, Any] = json.loads(line)
+        except ValueError as error:
+            raise ZygoteError(f"the warm parent said {line[:200]!r}") from error
         return reply
 
     def poll_ready(self) -> bool:
-        """True once the imports are done; never blocks."""
+        """True once the imports are done; never blocks. False for a parent that died while
+        importing (a broken code location): the next launch starts another."""
         if not self.ready and self.process.poll() is None:
-            self.ready = self._reply(0.0) is not None
+            try:
+                self.ready = self._reply(0.0) is not None
+            except ZygoteError:
+                return False
         return self.ready and self.process.poll() is None
 
     def fork(self, argv: list[str]) -> int:
@@ -113,7 +120,7 @@ class PrewarmedRunLauncher(DefaultRunLauncher):
         with self._lock:
             zygote = self._zygote_for(location_name, key, origin)
             pid = None
-            if zygote is not None and zygote.poll_ready():
+            if zygote.poll_ready():
                 args = ExecuteRunArgs(
                     job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref()
                 )
@@ -140,7 +147,7 @@ class PrewarmedRunLauncher(DefaultRunLauncher):
             cls=self.__class__,
         )
 
-    def _zygote_for(self, location_name: str, key: str, origin: Any) -> Zygote | None:
+    def _zygote_for(self, location_name: str, key: str, origin: Any) -> Zygote:
         """The ready-or-warming parent for ``key``; starts one (and ends an outdated one)."""
         current = self._zygotes.get(location_name)
         if current is not None and current[0] == key and current[1].process.poll() is None:

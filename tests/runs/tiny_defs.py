@@ -8,6 +8,7 @@ import time
 import dagster as dg
 
 VERSION = 1
+print(f"tiny location {VERSION} imported")  # output at import must not garble the launcher
 
 
 @dg.op(out={"result": dg.Out(dg.Nothing)})
