@@ -36,6 +36,11 @@ from typing import Any
 _JSON = json.JSONEncoder(separators=(",", ":"))  # compact, and no per-call set-up
 
 
+def json_lines(records: list[dict[str, Any]]) -> bytes:
+    """``records`` as compact JSON lines, ready for one ``os.write``."""
+    return "".join(f"{_JSON.encode(r)}\n" for r in records).encode()
+
+
 @dataclass
 class JournalState:
     """What replaying the journal tells the service."""
@@ -103,8 +108,8 @@ class Journal:
     def append(self, records: list[dict[str, Any]], *, sync: bool) -> None:
         if not records:
             return
-        data = "".join(f"{_JSON.encode(r)}\n" for r in records).encode()
-        os.write(self._fd, data)  # one write per batch: all of it or a torn tail, never a gap
+        # One write per batch: all of it or a torn tail, never a gap.
+        os.write(self._fd, json_lines(records))
         if sync:
             os.fsync(self._fd)
 
@@ -120,7 +125,7 @@ class Journal:
         tmp = self.path.with_suffix(".compacting")
         dropped = 0
         with open(tmp, "wb") as out, open(self.path, "rb") as current:
-            out.write("".join(f"{_JSON.encode(r)}\n" for r in first).encode())
+            out.write(json_lines(first))
             for line in current:
                 if not line.endswith(b"\n"):
                     break  # a torn tail never happened (see ``_repair``)

@@ -32,11 +32,11 @@ from sapphire_domain.fill_model import CostModel, MarketState, fill, fill_arrays
 from sapphire_domain.messages import OrderStatus, Side
 from sapphire_domain.orders import OrderIntent
 from sapphire_domain.timeframes import timeframe_ms
+from sapphire_exec.journal import json_lines
 from sapphire_exec.venues.base import Balance, Quote, VenueFill, VenueOrder, VenueRejectedError
 from sapphire_market.source import MarketDataSource
 
 _FILL_FIELDS = ("fill_id", "quantity", "price", "fee", "liquidity", "ts_ms")
-_JSON = json.JSONEncoder(separators=(",", ":"))  # compact, and no per-call set-up
 VOLATILITY_BARS = 20  # recent bars for the per-bar volatility the impact term needs
 
 
@@ -237,7 +237,7 @@ class PaperVenue:
     def _write(self, records: list[dict[str, Any]]) -> None:
         if self._fd is None:
             raise RuntimeError("the paper venue is not started")
-        os.write(self._fd, "".join(f"{_JSON.encode(r)}\n" for r in records).encode())
+        os.write(self._fd, json_lines(records))
         if self.fsync:
             os.fsync(self._fd)
 
