@@ -72,7 +72,12 @@ from sapphire_domain.messages import (
     decode,
     encode,
 )
-from sapphire_domain.orders import OrderIntent, OrderPlanningError, plan_orders
+from sapphire_domain.orders import (
+    OrderIntent,
+    OrderPlanningError,
+    plan_orders,
+    target_version_of,
+)
 from sapphire_domain.risk import RiskConfig, RiskEngine
 from sapphire_exec.bus import BUS_ERRORS, Entry, ExecutionBus
 from sapphire_exec.config import ExecSettings
@@ -787,9 +792,12 @@ def _decode(fields: dict[str, str]) -> Message:
 
 
 def _version_of(client_order_id: str) -> int:
-    """The target version in a client order id (``t{version}-…``, see ``orders``)."""
-    digits = client_order_id[1:].split("-", 1)[0].rstrip("o")
-    return int(digits) if digits.isdigit() else 1
+    """The target version in a client order id; 1 for an id Sapphire did not make (an order
+    someone placed at the venue by hand, cancelled at shutdown)."""
+    try:
+        return target_version_of(client_order_id)
+    except OrderPlanningError:
+        return 1
 
 
 def _atomic_write(path: Path, text: str) -> None:
