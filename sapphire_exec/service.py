@@ -296,6 +296,7 @@ class ExecutionService:
         self._last_compaction = time.monotonic()
         confirmed, self._confirmed = self._confirmed, set()
         drop: set[tuple[str, str]] = set()
+        outbox: list[tuple[str, str]] = []
         unapplied: list[tuple[str, str]] = []  # of trim records whose removal was interrupted
         trim_records = False
         for record in self.journal.records():
@@ -306,6 +307,7 @@ class ExecutionService:
                     unapplied += [(stream, key) for stream, key in record["items"]]
             elif kind == "out":
                 item = (record["stream"], record["key"])
+                outbox.append(item)
                 if item in confirmed and not self._names_a_live_order(record):
                     drop.add(item)
         if drop or trim_records:
@@ -319,8 +321,10 @@ class ExecutionService:
                 await self.bus.forget(trims)
                 self._trims_applied = True
             log.info("outbox_compacted", dropped=dropped, trimmed_keys=len(trims))
-        outbox = [(r["stream"], r["key"]) for r in self.journal.records() if r["t"] == "out"]
-        self._confirmed = await self.bus.published(outbox)
+        # What compaction kept. An event journalled meanwhile (a halt from the control API)
+        # is not in it, and is looked for at the next pass.
+        kept = [item for item in outbox if item not in drop]
+        self._confirmed = await self.bus.published(kept)
 
     def _names_a_live_order(self, record: dict[str, Any]) -> bool:
         """An order event of an order still open, or of a target still in flight."""
